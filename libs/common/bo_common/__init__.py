@@ -1,0 +1,1 @@
+"""Plumbing shared by every back-office service: envelope, Kafka, outbox, inbox, HTTP, auth."""

@@ -1,0 +1,271 @@
+"""The consume loop: validate, deduplicate (inbox), apply, commit, then commit offsets.
+
+A batch from `getmany` is applied in one transaction, each message inside a savepoint so
+that one bad message is retried and then dead-lettered without undoing the others. The
+dead letter itself is an outbox row in that same transaction: it cannot be lost, and it is
+not written unless the batch commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from pydantic import ValidationError
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bo_common.db import InboxRow
+from bo_common.envelope import Envelope
+from bo_common.kafka import make_consumer, start_with_retry
+from bo_common.logs import bound_contextvars, get_logger
+from bo_common.metrics import (
+    BATCH_SECONDS,
+    CONSUMER_LAG,
+    EVENTS_APPLIED,
+    EVENTS_DEAD_LETTERED,
+    EVENTS_DUPLICATE,
+    HANDLER_RETRIES,
+    MESSAGES_CONSUMED,
+)
+from bo_common.settings import KafkaSettings
+from bo_common.topics import dead_letter_topic
+from bo_common.unit_of_work import UnitOfWork
+
+log = get_logger(__name__)
+
+Handler = Callable[[Envelope, UnitOfWork], Awaitable[None]]
+RawHandler = Callable[[ConsumerRecord[bytes, bytes], UnitOfWork], Awaitable[None]]
+
+
+class PoisonMessage(Exception):
+    """The message can never be applied (bad schema, unknown version): dead-letter at once."""
+
+
+def _is_transient(error: BaseException) -> bool:
+    """Errors of the infrastructure, not of the message: retry the batch, never dead-letter."""
+    if isinstance(error, InterfaceError | OperationalError | ConnectionError | OSError):
+        return True
+    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+
+
+class ConsumeLoop:
+    def __init__(
+        self,
+        *,
+        name: str,
+        topics: Iterable[str],
+        handlers: Mapping[str, Handler],
+        sessions: async_sessionmaker[AsyncSession],
+        kafka: KafkaSettings,
+        group_id: str,
+        handler_attempts: int = 3,
+        raw_handlers: Mapping[str, RawHandler] | None = None,
+        on_commit: Callable[[], None] | None = None,
+        default_handler: Handler | None = None,
+    ) -> None:
+        self._default_handler = default_handler
+        self.name = name
+        self.topics = list(topics)
+        self._handlers = dict(handlers)
+        self._raw_handlers = dict(raw_handlers or {})
+        self._sessions = sessions
+        self._kafka = kafka
+        self._group_id = group_id
+        self._attempts = handler_attempts
+        self._on_commit = on_commit
+        self._stopping = False
+        self._consumer: AIOKafkaConsumer | None = None
+        self.ready = asyncio.Event()
+
+    async def stop(self) -> None:
+        """Stop fetching; the batch under way is applied and committed before run() returns."""
+        self._stopping = True
+
+    @property
+    def connected(self) -> bool:
+        return self._consumer is not None and self.ready.is_set()
+
+    async def run(self) -> None:
+        async def start() -> AIOKafkaConsumer:
+            consumer = make_consumer(
+                self._kafka,
+                topics=self.topics,
+                group_id=self._group_id,
+                client_id=f"{self._group_id}-{uuid.uuid4().hex[:8]}",
+            )
+            try:
+                await consumer.start()
+            except BaseException:
+                await consumer.stop()
+                raise
+            return consumer
+
+        self._consumer = consumer = await start_with_retry(start, what=f"consumer {self.name}")
+        self.ready.set()
+        failures = 0
+        try:
+            while not self._stopping:
+                batches = await consumer.getmany(timeout_ms=200)
+                if not batches:
+                    continue
+                started = time.perf_counter()
+                try:
+                    await self._apply(batches)
+                except Exception as error:
+                    if not _is_transient(error):
+                        log.exception("consumer_batch_failed", consumer=self.name)
+                    else:
+                        log.warning("consumer_batch_transient", error=repr(error))
+                    failures += 1
+                    await asyncio.sleep(min(0.2 * failures, 5.0))
+                    for tp, records in batches.items():
+                        consumer.seek(tp, records[0].offset)  # apply them again
+                    continue
+                failures = 0
+                try:
+                    await consumer.commit(
+                        {tp: records[-1].offset + 1 for tp, records in batches.items()}
+                    )
+                except (CommitFailedError, KafkaError) as error:
+                    # A rebalance took the partitions: the next owner redelivers what we
+                    # applied, and the inbox skips it.
+                    log.warning("consumer_commit_failed", error=repr(error))
+                if self._on_commit is not None:
+                    self._on_commit()
+                BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+                for tp in batches:
+                    highwater = consumer.highwater(tp)
+                    position = batches[tp][-1].offset + 1
+                    if highwater is not None:
+                        CONSUMER_LAG.labels(self.name, tp.topic, str(tp.partition)).set(
+                            max(highwater - position, 0)
+                        )
+        finally:
+            await consumer.stop()
+
+    async def _apply(
+        self, batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
+        async with self._sessions() as session, session.begin():
+            uow = UnitOfWork.bound(session)
+            for records in batches.values():
+                for record in records:
+                    MESSAGES_CONSUMED.labels(self.name, record.topic).inc()
+                    await self._apply_one(record, uow)
+            await uow.flush()
+
+    async def _apply_one(self, record: ConsumerRecord[bytes, bytes], uow: UnitOfWork) -> None:
+        raw_handler = self._raw_handlers.get(record.topic)
+        if raw_handler is not None:
+            await self._with_retries(record, uow, lambda: raw_handler(record, uow), None)
+            return
+        try:
+            event = Envelope.from_bytes(record.value or b"")
+        except (ValidationError, ValueError) as error:
+            await self._dead_letter(record, uow, f"invalid envelope: {error}", attempts=1)
+            return
+        handler = self._handlers.get(event.type, self._default_handler)
+        if handler is None:
+            return  # not an event this service reacts to
+        with bound_contextvars(
+            event_id=str(event.id), correlation_id=event.correlation_id, event_type=event.type
+        ):
+            await self._with_retries(record, uow, lambda: handler(event, uow), event)
+
+    async def _with_retries(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        uow: UnitOfWork,
+        call: Callable[[], Awaitable[None]],
+        event: Envelope | None,
+    ) -> None:
+        last_error: BaseException | None = None
+        mark = uow.outbox.mark()
+        for attempt in range(1, self._attempts + 1):
+            try:
+                async with uow.session.begin_nested():
+                    if event is not None and not await self._first_delivery(event, record, uow):
+                        EVENTS_DUPLICATE.labels(self.name).inc()
+                        return
+                    await call()
+                    await uow.flush()
+                EVENTS_APPLIED.labels(self.name, event.type if event else record.topic).inc()
+                return
+            except PoisonMessage as error:
+                last_error = error
+                uow.outbox.discard(since=mark)
+                break
+            except Exception as error:
+                if _is_transient(error):
+                    raise
+                last_error = error
+                HANDLER_RETRIES.labels(self.name).inc()
+                log.warning("handler_failed", attempt=attempt, error=repr(error))
+                uow.outbox.discard(since=mark)
+        await self._dead_letter(record, uow, repr(last_error), attempts=self._attempts)
+
+    async def _first_delivery(
+        self, event: Envelope, record: ConsumerRecord[bytes, bytes], uow: UnitOfWork
+    ) -> bool:
+        inserted = await uow.session.scalar(
+            insert(InboxRow)
+            .values(event_id=event.id, event_type=event.type, topic=record.topic)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(InboxRow.event_id)
+        )
+        return inserted is not None
+
+    async def _dead_letter(
+        self, record: ConsumerRecord[bytes, bytes], uow: UnitOfWork, error: str, *, attempts: int
+    ) -> None:
+        log.error(
+            "dead_lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            error=error,
+        )
+        EVENTS_DEAD_LETTERED.labels(self.name, record.topic).inc()
+        uow.outbox.put_raw(
+            event_id=uuid.uuid5(
+                uuid.NAMESPACE_URL,
+                f"dlq:{self._group_id}:{record.topic}:{record.partition}:{record.offset}",
+            ),
+            event_type="dead_letter",
+            topic=dead_letter_topic(record.topic),
+            key=record.key.decode("utf-8", "replace") if record.key else None,
+            payload=dead_letter_payload(
+                record, error=error, consumer=self._group_id, attempts=attempts
+            ),
+        )
+
+
+def dead_letter_payload(
+    record: ConsumerRecord[bytes, bytes], *, error: str, consumer: str, attempts: int
+) -> bytes:
+    value = record.value or b""
+    body: dict[str, Any] = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "key": record.key.decode("utf-8", "replace") if record.key else None,
+        "consumer": consumer,
+        "error": error,
+        "attempts": attempts,
+        "failed_at": datetime.now(UTC).isoformat(),
+    }
+    try:
+        body["value"] = value.decode("utf-8")
+    except UnicodeDecodeError:
+        body["value_base64"] = base64.b64encode(value).decode("ascii")
+    return json.dumps(body).encode("utf-8")

@@ -1,0 +1,49 @@
+"""Events settlement publishes on settlement.events (keyed by account)."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Literal
+
+from bo_common.contracts._base import EventData
+
+OBLIGATION_CREATED = "settlement.obligation_created"
+NEEDS_SSI = "settlement.needs_ssi"
+INSTRUCTED = "settlement.instructed"
+MATCHED = "settlement.matched"
+SETTLED = "settlement.settled"
+FAILED = "settlement.failed"
+
+
+class ObligationCreated(EventData):
+    trade_id: str
+    obligation_id: str
+    account: str
+    settlement_date: date
+    market: str
+    cycle_days: int
+
+
+class SettlementStep(EventData):
+    """instructed / matched / failed for one trade of an instruction."""
+
+    trade_id: str
+    instruction_id: str
+    account: str
+    reason: str | None = None
+
+
+class SettlementSettled(EventData):
+    """Carries the economics so that the ledger can book it without the capture."""
+
+    trade_id: str
+    instruction_id: str
+    account: str
+    side: Literal["BUY", "SELL"]
+    isin: str
+    quantity: Decimal
+    amount: Decimal
+    currency: str
+    settlement_date: date
+    counterparty_lei: str

@@ -1,0 +1,244 @@
+"""A service process: engine, producer, outbox relay, consume loops, and the FastAPI app
+around them with health, readiness, metrics, auth and problem handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bo_common.auth import ACCESS_HANDLERS, KeyStore, Principal, Role, require_role
+from bo_common.consumer import ConsumeLoop, Handler, RawHandler
+from bo_common.db import make_engine, make_sessionmaker
+from bo_common.kafka import start_producer
+from bo_common.logs import configure_logging, get_logger
+from bo_common.metrics import HTTP_REQUESTS, HTTP_SECONDS
+from bo_common.outbox import OutboxRelay
+from bo_common.problems import install_problem_handlers
+from bo_common.settings import ServiceSettings
+from bo_common.topics import ACCESS_EVENTS
+from bo_common.unit_of_work import UnitOfWork
+
+log = get_logger(__name__)
+
+
+@dataclass
+class Subscription:
+    """What the service's consume loop reads and which handler applies each event type."""
+
+    topics: Sequence[str]
+    handlers: Mapping[str, Handler]
+    raw_handlers: Mapping[str, RawHandler] = field(default_factory=dict)
+    # For a consumer that follows every event type of its topics (the status view, audit).
+    default_handler: Handler | None = None
+
+
+class ServiceRuntime:
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    producer: AIOKafkaProducer
+    keys: KeyStore
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        subscription: Subscription,
+        *,
+        background: Sequence[Callable[[ServiceRuntime], Awaitable[None]]] = (),
+    ) -> None:
+        self.settings = settings
+        self.subscription = subscription
+        self._background = background
+        self._tasks: list[asyncio.Task[None]] = []
+        self.loop: ConsumeLoop | None = None
+        self.relay: OutboxRelay | None = None
+        self.state: dict[str, Any] = {}
+
+    def unit_of_work(self) -> UnitOfWork:
+        return UnitOfWork(self.sessions)
+
+    async def start(self) -> None:
+        s = self.settings
+        self.engine = make_engine(s.database_url, pool_size=s.db_pool_size)
+        self.sessions = make_sessionmaker(self.engine)
+        self.keys = KeyStore(self.sessions)
+        self.producer = await start_producer(s.kafka, client_id=s.service_name)
+        self.relay = OutboxRelay(
+            service=s.service_name,
+            engine=self.engine,
+            producer=self.producer,
+            database_url=s.database_url,
+            poll_interval_ms=s.outbox_poll_interval_ms,
+            batch_size=s.outbox_batch_size,
+        )
+        self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
+        handlers: dict[str, Handler] = {**ACCESS_HANDLERS, **self.subscription.handlers}
+        topics = list(dict.fromkeys([*self.subscription.topics, ACCESS_EVENTS]))
+        self.loop = ConsumeLoop(
+            name=s.service_name,
+            topics=topics,
+            handlers=handlers,
+            raw_handlers=self.subscription.raw_handlers,
+            sessions=self.sessions,
+            kafka=s.kafka,
+            group_id=s.group_id,
+            handler_attempts=s.handler_attempts,
+            default_handler=self.subscription.default_handler,
+        )
+        self._tasks.append(asyncio.create_task(self.loop.run(), name="consume-loop"))
+        for job in self._background:
+            self._tasks.append(asyncio.create_task(job(self)))
+        for task in self._tasks:
+            task.add_done_callback(_log_task_end)
+
+    async def stop(self) -> None:
+        """SIGTERM: stop fetching, finish and commit the batch under way, then close."""
+        if self.loop is not None:
+            await self.loop.stop()
+        if self.relay is not None:
+            await self.relay.stop()
+        _done, pending = await asyncio.wait(self._tasks, timeout=15) if self._tasks else ((), ())
+        for task in pending:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            await self.producer.stop()
+        await self.engine.dispose()
+
+    async def readiness(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            async with self.engine.connect() as connection:
+                await asyncio.wait_for(connection.execute(sa.text("SELECT 1")), timeout=2)
+            checks["database"] = "ok"
+        except Exception as error:
+            checks["database"] = f"unreachable: {error!r}"
+        try:
+            await asyncio.wait_for(self.producer.client.fetch_all_metadata(), timeout=2)
+            checks["broker"] = "ok"
+        except Exception as error:
+            checks["broker"] = f"unreachable: {error!r}"
+        loop_ready = self.loop is not None and self.loop.connected
+        checks["consumer"] = "ok" if loop_ready else "starting"
+        for task in self._tasks:
+            if task.done():
+                checks[task.get_name()] = "stopped"
+        return checks
+
+
+def _log_task_end(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        log.error("background_task_crashed", task=task.get_name(), error=repr(error))
+
+
+def get_runtime(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
+
+
+async def authenticated(request: Request, runtime: RuntimeDep) -> Principal:
+    principal = await runtime.keys.principal_for(request.headers.get("authorization"))
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(authenticated)]
+
+
+def roles(*allowed: Role) -> Callable[[Principal], Awaitable[Principal]]:
+    """A dependency that lets only these roles through (401 first, then 403)."""
+
+    async def check(principal: PrincipalDep) -> Principal:
+        return require_role(principal, *allowed)
+
+    return check
+
+
+READERS = (Role.COMPLIANCE, Role.OPS, Role.ADMIN)
+
+
+def build_app(
+    runtime: ServiceRuntime, *, title: str, description: str, routers: Sequence[APIRouter]
+) -> FastAPI:
+    settings = runtime.settings
+    configure_logging(settings.service_name, settings.log_level)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        log.info("service_started", port=settings.port)
+        try:
+            yield
+        finally:
+            log.info("service_stopping")
+            await runtime.stop()
+            log.info("service_stopped")
+
+    app = FastAPI(title=title, description=description, version="1.0.0", lifespan=lifespan)
+    app.state.runtime = runtime
+    install_problem_handlers(app)
+
+    @app.middleware("http")
+    async def _metrics(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        HTTP_REQUESTS.labels(
+            settings.service_name, request.method, path, str(response.status_code)
+        ).inc()
+        HTTP_SECONDS.labels(settings.service_name, request.method, path).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": settings.service_name}
+
+    @app.get("/readyz", tags=["operations"], summary="Database and broker are reachable")
+    async def readyz() -> JSONResponse:
+        checks = await runtime.readiness()
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def serve(app: FastAPI, settings: ServiceSettings) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )

@@ -1,0 +1,51 @@
+"""Settings every service shares; each service subclasses with its own env prefix."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """Kafka client options, explicit because aiokafka's defaults are unsafe for us.
+
+    The timing defaults suit both Apache Kafka and the Tansu development broker, whose
+    JoinGroup waits half the session timeout and whose fetch never returns early
+    (docs/broker.md).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # Real Kafka supports the idempotent producer; Tansu does not, so it is a setting.
+    enable_idempotence: bool = False
+    session_timeout_ms: int = 3000
+    heartbeat_interval_ms: int = 500
+    fetch_max_wait_ms: int = 50
+    max_poll_records: int = 500
+    linger_ms: int = 5
+    compression_type: str | None = None
+    request_timeout_ms: int = 30000
+
+
+class ServiceSettings(BaseSettings):
+    """Fields every service has; subclasses set env_prefix (GATEWAY_, LEDGER_, ...)."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    service_name: str = "service"
+    database_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/backoffice"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
+    consumer_group: str | None = None
+    # How often a handler is tried before its message goes to the dead letters.
+    handler_attempts: int = 3
+    outbox_poll_interval_ms: int = 500
+    outbox_batch_size: int = 1000
+    db_pool_size: int = 10
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+
+    @property
+    def group_id(self) -> str:
+        return self.consumer_group or self.service_name

@@ -1,0 +1,1 @@
+"""Compliance monitor: rules, the restricted list, alerts and holds."""

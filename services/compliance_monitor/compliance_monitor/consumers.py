@@ -1,0 +1,11 @@
+"""Which topics compliance reads and the handler of each event type."""
+
+from bo_common.contracts import gateway as gateway_contract
+from bo_common.runtime import Subscription
+from bo_common.topics import SETTLEMENT_EVENTS, TRADE_EVENTS
+from compliance_monitor import handlers
+
+subscription = Subscription(
+    topics=[TRADE_EVENTS, SETTLEMENT_EVENTS],
+    handlers={gateway_contract.TRADE_CAPTURED: handlers.evaluate_trade},
+)

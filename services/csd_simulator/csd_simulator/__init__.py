@@ -1,0 +1,1 @@
+"""A stand-in for the custodian / depository: answers instructions with status messages."""

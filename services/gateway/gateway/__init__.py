@@ -1,0 +1,1 @@
+"""Gateway: trade intake, API keys and desks, and the trade status view."""

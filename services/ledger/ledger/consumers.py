@@ -1,0 +1,15 @@
+"""Which topics the ledger reads and the handler of each event type."""
+
+from bo_common.contracts import gateway as gateway_contract
+from bo_common.contracts import settlement as settlement_contract
+from bo_common.runtime import Subscription
+from bo_common.topics import SETTLEMENT_EVENTS, TRADE_EVENTS
+from ledger import handlers
+
+subscription = Subscription(
+    topics=[TRADE_EVENTS, SETTLEMENT_EVENTS],
+    handlers={
+        gateway_contract.TRADE_CAPTURED: handlers.post_trade_capture,
+        settlement_contract.SETTLED: handlers.post_settlement,
+    },
+)

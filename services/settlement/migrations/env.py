@@ -1,0 +1,3 @@
+from bo_common.migrations_env import run
+
+run()

@@ -1,0 +1,1 @@
+"""Settlement: obligations, SSIs, instructions to the depository and their outcome."""

@@ -1,0 +1,49 @@
+"""Settlement markets as data: the depository, the holiday calendar and the settlement
+cycle with the date each cycle took effect (trade dates on or after it use it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+
+@dataclass(frozen=True)
+class Cycle:
+    effective_from: date
+    business_days: int
+
+
+@dataclass(frozen=True)
+class Market:
+    code: str
+    # exchange_calendars name of the market's business-day calendar (an ISO 10383 MIC).
+    calendar: str
+    depository: str
+    depository_bic: str
+    cycles: tuple[Cycle, ...]
+
+
+_T2 = Cycle(date(1995, 6, 7), 2)
+# SEC rule 15c6-1 amendment: T+1 from 2024-05-28 in the US.
+US = Market("US", "XNYS", "DTC", "DTCYUS33XXX", (_T2, Cycle(date(2024, 5, 28), 1)))
+# The EU, UK and Swiss move to T+1 on 2027-10-11.
+UK = Market("UK", "XLON", "CREST", "CRSTGB22XXX", (_T2, Cycle(date(2027, 10, 11), 1)))
+FR = Market("FR", "XPAR", "Euroclear France", "SICVFRPPXXX", (_T2, Cycle(date(2027, 10, 11), 1)))
+DE = Market(
+    "DE",
+    "XETR",
+    "Clearstream Banking Frankfurt",
+    "DAKVDEFFXXX",
+    (_T2, Cycle(date(2027, 10, 11), 1)),
+)
+NL = Market("NL", "XAMS", "Euroclear Nederland", "NECINL2AXXX", (_T2, Cycle(date(2027, 10, 11), 1)))
+
+# The market is where the security is issued, read from the ISIN's country prefix.
+MARKET_OF_ISIN_COUNTRY: dict[str, Market] = {
+    "US": US,
+    "GB": UK,
+    "FR": FR,
+    "DE": DE,
+    "NL": NL,
+}
+MARKETS: dict[str, Market] = {m.code: m for m in (US, UK, FR, DE, NL)}

@@ -1,0 +1,79 @@
+"""HTTP models of settlement."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from stdnum import bic as stdnum_bic
+from stdnum import lei as stdnum_lei
+from stdnum.exceptions import ValidationError as StdnumError
+
+
+def _lei(value: str) -> str:
+    try:
+        return str(stdnum_lei.validate(value))
+    except StdnumError as error:
+        raise ValueError(f"not a valid LEI ({error})") from None
+
+
+def _bic(value: str) -> str:
+    try:
+        return str(stdnum_bic.validate(value))
+    except StdnumError as error:
+        raise ValueError(f"not a valid BIC ({error})") from None
+
+
+class SsiIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    counterparty_lei: Annotated[str, AfterValidator(_lei)]
+    market: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
+    depository: Annotated[str, Field(min_length=2, max_length=64)]
+    custodian_bic: Annotated[str, AfterValidator(_bic)]
+    safekeeping_account: Annotated[str, Field(min_length=1, max_length=35)]
+    cash_account: Annotated[str, Field(min_length=1, max_length=34)]
+    effective_from: date
+
+
+class SsiOut(SsiIn):
+    model_config = ConfigDict(extra="ignore")
+
+    ssi_id: int
+    version: int
+
+
+class ObligationOut(BaseModel):
+    obligation_id: str
+    trade_id: str
+    account: str
+    side: str
+    isin: str
+    quantity: Decimal
+    amount: Decimal
+    currency: str
+    trade_date: date
+    settlement_date: date
+    cycle_days: int
+    market: str
+    counterparty_lei: str
+    state: str
+    instruction_id: str | None
+
+
+class InstructionOut(BaseModel):
+    instruction_id: str
+    trade_ids: list[str]
+    direction: str
+    payment: str
+    isin: str
+    quantity: Decimal
+    amount: Decimal
+    currency: str
+    settlement_date: date
+    depository: str
+    counterparty_lei: str
+    state: str
+    status_reason: str | None

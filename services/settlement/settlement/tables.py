@@ -1,0 +1,85 @@
+"""Settlement tables: obligations, compliance decisions seen early, SSIs, instructions."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ObligationRow(Base):
+    __tablename__ = "obligations"
+
+    obligation_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    trade_id: Mapped[str] = mapped_column(sa.Text, unique=True)
+    account: Mapped[str] = mapped_column(sa.Text)
+    side: Mapped[str] = mapped_column(sa.Text)
+    isin: Mapped[str] = mapped_column(sa.Text)
+    quantity: Mapped[Decimal] = mapped_column(sa.Numeric(28, 8))
+    amount: Mapped[Decimal] = mapped_column(sa.Numeric(28, 8))
+    currency: Mapped[str] = mapped_column(sa.Text)
+    trade_date: Mapped[date] = mapped_column(sa.Date)
+    settlement_date: Mapped[date] = mapped_column(sa.Date)
+    cycle_days: Mapped[int] = mapped_column(sa.Integer)
+    market: Mapped[str] = mapped_column(sa.Text)
+    counterparty_lei: Mapped[str] = mapped_column(sa.Text)
+    settlement_type: Mapped[str] = mapped_column(sa.Text)
+    state: Mapped[str] = mapped_column(sa.Text)
+    instruction_id: Mapped[str | None] = mapped_column(sa.Text)
+    correlation_id: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class ComplianceDecisionRow(Base):
+    """Compliance's verdict on a trade; may arrive before the trade itself."""
+
+    __tablename__ = "compliance_decisions"
+
+    trade_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    decision: Mapped[str] = mapped_column(sa.Text)
+    decided_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class SsiRow(Base):
+    __tablename__ = "ssis"
+    __table_args__ = (sa.UniqueConstraint("counterparty_lei", "market", "version"),)
+
+    ssi_id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
+    counterparty_lei: Mapped[str] = mapped_column(sa.Text)
+    market: Mapped[str] = mapped_column(sa.Text)
+    version: Mapped[int] = mapped_column(sa.Integer)
+    depository: Mapped[str] = mapped_column(sa.Text)
+    custodian_bic: Mapped[str] = mapped_column(sa.Text)
+    safekeeping_account: Mapped[str] = mapped_column(sa.Text)
+    cash_account: Mapped[str] = mapped_column(sa.Text)
+    effective_from: Mapped[date] = mapped_column(sa.Date)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class InstructionRow(Base):
+    __tablename__ = "instructions"
+
+    instruction_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    trade_ids: Mapped[list[str]] = mapped_column(ARRAY(sa.Text))
+    account: Mapped[str] = mapped_column(sa.Text)
+    direction: Mapped[str] = mapped_column(sa.Text)
+    payment: Mapped[str] = mapped_column(sa.Text)
+    isin: Mapped[str] = mapped_column(sa.Text)
+    quantity: Mapped[Decimal] = mapped_column(sa.Numeric(28, 8))
+    amount: Mapped[Decimal] = mapped_column(sa.Numeric(28, 8))
+    currency: Mapped[str] = mapped_column(sa.Text)
+    settlement_date: Mapped[date] = mapped_column(sa.Date)
+    depository: Mapped[str] = mapped_column(sa.Text)
+    counterparty_lei: Mapped[str] = mapped_column(sa.Text)
+    state: Mapped[str] = mapped_column(sa.Text)
+    status_reason: Mapped[str | None] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))

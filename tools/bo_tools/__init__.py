@@ -1,0 +1,1 @@
+"""Developer and operator tools: the local stack, key and desk administration, benchmarks."""

@@ -1,0 +1,192 @@
+"""The `bo` command: run the stack, administer keys and desks, migrate, create topics, bench."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+
+from bo_common.auth import Role
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from bo_common.db import make_engine, make_sessionmaker
+    from bo_common.unit_of_work import UnitOfWork
+    from gateway import admin
+    from gateway.config import Settings
+
+    async def work() -> str:
+        engine = make_engine(Settings().database_url, pool_size=1)
+        try:
+            return await admin.create_key(
+                UnitOfWork(make_sessionmaker(engine)),
+                role=Role(args.role),
+                name=args.name,
+                desk=args.desk,
+            )
+        finally:
+            await engine.dispose()
+
+    try:
+        print(asyncio.run(work()))
+    except admin.AdminError as error:
+        print(f"bo keys create: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from bo_common.db import make_engine, make_sessionmaker
+    from bo_common.unit_of_work import UnitOfWork
+    from gateway import admin
+    from gateway.config import Settings
+
+    async def work() -> int:
+        engine = make_engine(Settings().database_url, pool_size=1)
+        try:
+            return await admin.revoke_key(UnitOfWork(make_sessionmaker(engine)), name=args.name)
+        finally:
+            await engine.dispose()
+
+    count = asyncio.run(work())
+    print(f"revoked {count} key(s) named {args.name}")
+    return 0 if count else 1
+
+
+def _desks_create(args: argparse.Namespace) -> int:
+    from bo_common.db import make_engine, make_sessionmaker
+    from bo_common.unit_of_work import UnitOfWork
+    from gateway import admin
+    from gateway.config import Settings
+
+    async def work() -> None:
+        engine = make_engine(Settings().database_url, pool_size=1)
+        try:
+            await admin.create_desk(
+                UnitOfWork(make_sessionmaker(engine)), name=args.name, accounts=args.accounts
+            )
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(work())
+    except admin.AdminError as error:
+        print(f"bo desks create: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    import importlib
+
+    from bo_common.db import run_migrations
+    from bo_tools.stack import DATABASE_SERVICES
+
+    for service in DATABASE_SERVICES:
+        settings = importlib.import_module(f"{service.name}.config").Settings()
+        run_migrations(service.migrations.parent, settings.database_url)
+        print(f"{service.name}: migrated")
+    return 0
+
+
+def _topics_create(args: argparse.Namespace) -> int:
+    from bo_common.kafka import create_topics
+    from bo_common.settings import KafkaSettings
+    from bo_common.topics import all_topics_with_dead_letters
+
+    created = asyncio.run(
+        create_topics(KafkaSettings(), all_topics_with_dead_letters(), partitions=args.partitions)
+    )
+    print(f"created {len(created)} topic(s)")
+    return 0
+
+
+def _run(_: argparse.Namespace) -> int:
+    from bo_tools.demo import set_up_demo
+    from bo_tools.stack import SERVICES, Stack, StackConfig, log
+
+    config = StackConfig()
+    stack = Stack(config)
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.prepare()
+        stack.start_all()
+        stack.wait_ready()
+        set_up_demo(stack, config.var_dir / "dev-keys.json")
+        print()
+        for service in SERVICES:
+            print(f"  {service.name:<20} {stack.url(service.name)}   (docs: /docs)")
+        print(f"  {'broker':<20} {stack.bootstrap}")
+        print(f"  logs in {config.log_dir}, keys in {config.var_dir / 'dev-keys.json'}")
+        print("\nReady. Ctrl-C stops everything.\n", flush=True)
+        while not stopping:
+            for name, process in stack.processes.items():
+                if process.poll() is not None:
+                    log(f"{name} exited ({process.returncode}); restarting it")
+                    stack.start(name)
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        log("stopping...")
+        stack.stop_all()
+        log("stopped")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from bo_tools.bench import main as bench_main
+
+    return bench_main(trades=args.trades, concurrency=args.concurrency)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bo", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", help="create a key and print it (shown once)")
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.add_argument("--name", required=True)
+    create.add_argument("--desk", help="the desk of a trader key")
+    create.set_defaults(func=_keys_create)
+    revoke = keys.add_parser("revoke", help="revoke every key of this name")
+    revoke.add_argument("--name", required=True)
+    revoke.set_defaults(func=_keys_revoke)
+
+    desks = commands.add_parser("desks", help="desks").add_subparsers(dest="action", required=True)
+    desk_create = desks.add_parser("create", help="create a desk or add accounts to it")
+    desk_create.add_argument("name")
+    desk_create.add_argument("--accounts", nargs="+", default=[])
+    desk_create.set_defaults(func=_desks_create)
+
+    commands.add_parser("migrate", help="migrate every service database").set_defaults(
+        func=_migrate
+    )
+    topics = commands.add_parser("topics", help="topics").add_subparsers(
+        dest="action", required=True
+    )
+    topics_create = topics.add_parser("create", help="create every topic and dead-letter topic")
+    topics_create.add_argument("--partitions", type=int, default=6)
+    topics_create.set_defaults(func=_topics_create)
+    commands.add_parser("run", help="run everything locally (make run)").set_defaults(func=_run)
+    bench = commands.add_parser("bench", help="measure intake and end-to-end (make bench)")
+    bench.add_argument("--trades", type=int, default=5000)
+    bench.add_argument("--concurrency", type=int, default=32)
+    bench.set_defaults(func=_bench)
+
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

