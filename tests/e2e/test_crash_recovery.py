@@ -39,8 +39,13 @@ async def test_killed_consumers_apply_every_trade_exactly_once(
 ) -> None:
     batch = f"K{time.time_ns()}"
     trades = [
-        a_trade(client_trade_id=f"{batch}-{n:04d}", account=f"ACC-{n % 10 + 1:03d}",
-                side="BUY" if n % 3 else "SELL", quantity=str(n + 1), price="10.5")
+        a_trade(
+            client_trade_id=f"{batch}-{n:04d}",
+            account=f"ACC-{n % 10 + 1:03d}",
+            side="BUY" if n % 3 else "SELL",
+            quantity=str(n + 1),
+            price="10.5",
+        )
         for n in range(TRADES)
     ]
 
@@ -73,34 +78,51 @@ async def test_killed_consumers_apply_every_trade_exactly_once(
             "gateway settled": await scalar(
                 databases["gateway"],
                 "SELECT count(*) FROM trades WHERE trade_id = ANY(:ids) AND state = 'settled'",
-                ids=list(ids)),
+                ids=list(ids),
+            ),
             "obligations settled": await scalar(
                 databases["settlement"],
-                "SELECT count(*) FROM obligations WHERE trade_id = ANY(:ids) "
-                "AND state = 'settled'", ids=list(ids)),
+                "SELECT count(*) FROM obligations WHERE trade_id = ANY(:ids) AND state = 'settled'",
+                ids=list(ids),
+            ),
             "instructions": await scalar(
                 databases["settlement"],
                 "SELECT count(*) FROM instructions WHERE trade_ids && CAST(:ids AS text[])",
-                ids=list(ids)),
+                ids=list(ids),
+            ),
             "journal entries": await scalar(
                 databases["ledger"],
-                "SELECT count(*) FROM journal_entries WHERE trade_id = ANY(:ids)", ids=list(ids)),
+                "SELECT count(*) FROM journal_entries WHERE trade_id = ANY(:ids)",
+                ids=list(ids),
+            ),
             "evaluations": await scalar(
                 databases["compliance_monitor"],
-                "SELECT count(*) FROM evaluations WHERE trade_id = ANY(:ids)", ids=list(ids)),
+                "SELECT count(*) FROM evaluations WHERE trade_id = ANY(:ids)",
+                ids=list(ids),
+            ),
             "audited captures": await scalar(
                 databases["audit"],
                 "SELECT count(*) FROM audit_records WHERE correlation_id = ANY(:ids) "
-                "AND event_type = 'trade.captured'", ids=list(ids)),
+                "AND event_type = 'trade.captured'",
+                ids=list(ids),
+            ),
             "audited settlements": await scalar(
                 databases["audit"],
                 "SELECT count(*) FROM audit_records WHERE correlation_id = ANY(:ids) "
-                "AND event_type = 'settlement.settled'", ids=list(ids)),
+                "AND event_type = 'settlement.settled'",
+                ids=list(ids),
+            ),
         }
 
-    expected = {"gateway settled": TRADES, "obligations settled": TRADES,
-                "instructions": TRADES, "journal entries": 2 * TRADES, "evaluations": TRADES,
-                "audited captures": TRADES, "audited settlements": TRADES}
+    expected = {
+        "gateway settled": TRADES,
+        "obligations settled": TRADES,
+        "instructions": TRADES,
+        "journal entries": 2 * TRADES,
+        "evaluations": TRADES,
+        "audited captures": TRADES,
+        "audited settlements": TRADES,
+    }
     deadline = time.monotonic() + 120
     counts = await applied_everywhere()
     while counts != expected and time.monotonic() < deadline:
@@ -113,17 +135,22 @@ async def test_killed_consumers_apply_every_trade_exactly_once(
         databases["ledger"],
         "SELECT sum(l.debit) FROM journal_lines l JOIN journal_entries e USING (entry_id) "
         "WHERE e.trade_id = ANY(:ids) AND e.kind = 'pending' AND l.unit = 'US0378331005'",
-        ids=list(ids))
+        ids=list(ids),
+    )
     assert booked == expected_quantity
-    obligated = await scalar(databases["settlement"],
-                             "SELECT sum(quantity) FROM obligations WHERE trade_id = ANY(:ids)",
-                             ids=list(ids))
+    obligated = await scalar(
+        databases["settlement"],
+        "SELECT sum(quantity) FROM obligations WHERE trade_id = ANY(:ids)",
+        ids=list(ids),
+    )
     assert obligated == expected_quantity
     # No event of these trades was recorded twice, and the chain still verifies.
     duplicates = await scalar(
         databases["audit"],
         "SELECT count(*) - count(DISTINCT payload_hash) FROM audit_records "
-        "WHERE correlation_id = ANY(:ids)", ids=list(ids))
+        "WHERE correlation_id = ANY(:ids)",
+        ids=list(ids),
+    )
     assert duplicates == 0
     async with httpx.AsyncClient(base_url=stack.url("audit"), timeout=30) as client:
         verification = (await client.get("/v1/verify", headers=auth(keys["compliance"]))).json()

@@ -30,11 +30,18 @@ from bo_tools.stack import BY_NAME, ROOT, SERVICES, Stack, StackConfig, free_por
 def _trade(n: int, run: str) -> dict[str, str]:
     now = datetime.now(UTC)
     return {
-        "client_trade_id": f"BENCH-{run}-{n:06d}", "account": f"ACC-{n % 10 + 1:03d}",
-        "side": "BUY" if n % 2 else "SELL", "isin": "US0378331005", "quantity": str(n % 500 + 1),
-        "price": "189.25", "currency": "USD", "trade_date": now.date().isoformat(),
-        "trade_time": now.isoformat().replace("+00:00", "Z"), "venue": "XNYS",
-        "counterparty_lei": "784F5XWPLTWKTBV3E584", "settlement_type": "DVP",
+        "client_trade_id": f"BENCH-{run}-{n:06d}",
+        "account": f"ACC-{n % 10 + 1:03d}",
+        "side": "BUY" if n % 2 else "SELL",
+        "isin": "US0378331005",
+        "quantity": str(n % 500 + 1),
+        "price": "189.25",
+        "currency": "USD",
+        "trade_date": now.date().isoformat(),
+        "trade_time": now.isoformat().replace("+00:00", "Z"),
+        "venue": "XNYS",
+        "counterparty_lei": "784F5XWPLTWKTBV3E584",
+        "settlement_type": "DVP",
     }
 
 
@@ -42,9 +49,15 @@ async def broker_baseline(bootstrap: str, messages: int, size: int) -> dict[str,
     """Produce (acks=all) and consume `messages` of `size` bytes through one fresh topic."""
     topic = f"bench.raw.{uuid.uuid4().hex[:8]}"
     await create_topics(KafkaSettings(bootstrap_servers=bootstrap), [topic])
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="earliest", enable_auto_commit=False,
-                                fetch_max_wait_ms=50, max_partition_fetch_bytes=4 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await consumer.start()
     await producer.start()
@@ -53,8 +66,10 @@ async def broker_baseline(bootstrap: str, messages: int, size: int) -> dict[str,
         started = time.perf_counter()
 
         async def produce() -> None:
-            futures = [await producer.send(topic, payload, key=str(i % 64).encode())
-                       for i in range(messages)]
+            futures = [
+                await producer.send(topic, payload, key=str(i % 64).encode())
+                for i in range(messages)
+            ]
             await asyncio.gather(*futures)
 
         async def consume() -> None:
@@ -68,8 +83,12 @@ async def broker_baseline(bootstrap: str, messages: int, size: int) -> dict[str,
     finally:
         await producer.stop()
         await consumer.stop()
-    return {"messages": messages, "message_bytes": size, "seconds": elapsed,
-            "messages_per_second": messages / elapsed}
+    return {
+        "messages": messages,
+        "message_bytes": size,
+        "seconds": elapsed,
+        "messages_per_second": messages / elapsed,
+    }
 
 
 async def postgres_baseline(database_url: str, inserts: int) -> dict[str, float]:
@@ -77,7 +96,8 @@ async def postgres_baseline(database_url: str, inserts: int) -> dict[str, float]
     connection = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         await connection.execute(
-            "CREATE TEMP TABLE bench_insert (id bigserial primary key, payload text)")
+            "CREATE TEMP TABLE bench_insert (id bigserial primary key, payload text)"
+        )
         started = time.perf_counter()
         for n in range(inserts):
             await connection.execute("INSERT INTO bench_insert (payload) VALUES ($1)", str(n))
@@ -87,11 +107,13 @@ async def postgres_baseline(database_url: str, inserts: int) -> dict[str, float]
     return {"inserts": inserts, "seconds": elapsed, "commits_per_second": inserts / elapsed}
 
 
-async def intake(stack: Stack, key: str, trades: list[dict[str, str]], concurrency: int
-                 ) -> tuple[list[str], float, float]:
+async def intake(
+    stack: Stack, key: str, trades: list[dict[str, str]], concurrency: int
+) -> tuple[list[str], float, float]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=60,
-                                 limits=limits) as client:
+    async with httpx.AsyncClient(
+        base_url=stack.url("gateway"), timeout=60, limits=limits
+    ) as client:
         queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
         for trade in trades:
             queue.put_nowait(trade)
@@ -100,8 +122,9 @@ async def intake(stack: Stack, key: str, trades: list[dict[str, str]], concurren
         async def worker() -> None:
             while not queue.empty():
                 trade = queue.get_nowait()
-                response = await client.post("/v1/trades", json=trade,
-                                             headers={"Authorization": f"Bearer {key}"})
+                response = await client.post(
+                    "/v1/trades", json=trade, headers={"Authorization": f"Bearer {key}"}
+                )
                 response.raise_for_status()
                 trade_ids.append(response.json()["trade_id"])
 
@@ -113,19 +136,19 @@ async def intake(stack: Stack, key: str, trades: list[dict[str, str]], concurren
 
 APPLIED_SQL = {
     "settlement": "SELECT trade_id, updated_at FROM obligations "
-                  "WHERE trade_id = ANY($1) AND state = 'settled'",
+    "WHERE trade_id = ANY($1) AND state = 'settled'",
     "ledger": "SELECT trade_id, posted_at FROM journal_entries "
-              "WHERE trade_id = ANY($1) AND kind = 'settled'",
-    "compliance_monitor": "SELECT trade_id, evaluated_at FROM evaluations "
-                          "WHERE trade_id = ANY($1)",
+    "WHERE trade_id = ANY($1) AND kind = 'settled'",
+    "compliance_monitor": "SELECT trade_id, evaluated_at FROM evaluations WHERE trade_id = ANY($1)",
     "audit": "SELECT correlation_id, max(recorded_at) FROM audit_records "
-             "WHERE correlation_id = ANY($1) GROUP BY correlation_id "
-             "HAVING bool_or(event_type = 'ledger.posted' AND payload LIKE '%\"settled\"%')",
+    "WHERE correlation_id = ANY($1) GROUP BY correlation_id "
+    "HAVING bool_or(event_type = 'ledger.posted' AND payload LIKE '%\"settled\"%')",
 }
 
 
-async def wait_applied(stack: Stack, trade_ids: list[str], timeout_s: float
-                       ) -> dict[str, dict[str, datetime]]:
+async def wait_applied(
+    stack: Stack, trade_ids: list[str], timeout_s: float
+) -> dict[str, dict[str, datetime]]:
     connections = {
         name: await asyncpg.connect(asyncpg_dsn(stack.database_url(BY_NAME[name])))
         for name in [*APPLIED_SQL, "gateway"]
@@ -140,8 +163,8 @@ async def wait_applied(stack: Stack, trade_ids: list[str], timeout_s: float
                 applied[name] = {row[0]: row[1] for row in rows}
             if all(len(v) == len(trade_ids) for v in applied.values()):
                 rows = await connections["gateway"].fetch(
-                    "SELECT trade_id, received_at FROM trades WHERE trade_id = ANY($1)",
-                    trade_ids)
+                    "SELECT trade_id, received_at FROM trades WHERE trade_id = ANY($1)", trade_ids
+                )
                 applied["gateway"] = {row[0]: row[1] for row in rows}
                 return applied
             if time.monotonic() > deadline:
@@ -159,8 +182,9 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[index]
 
 
-async def measure(stack: Stack, keys: dict[str, str], trades: int, concurrency: int
-                  ) -> dict[str, Any]:
+async def measure(
+    stack: Stack, keys: dict[str, str], trades: int, concurrency: int
+) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
     sample = _trade(0, run)
     envelope_size = 900  # a trade.captured envelope with this trade is about this size
@@ -170,8 +194,9 @@ async def measure(stack: Stack, keys: dict[str, str], trades: int, concurrency: 
     postgres = await postgres_baseline(stack.database_url(BY_NAME["gateway"]), 3000)
     log(f"posting {trades} trades with {concurrency} concurrent clients")
     orders = [_trade(n, run) for n in range(trades)]
-    trade_ids, intake_seconds, started_wall = await intake(stack, keys["trader"], orders,
-                                                           concurrency)
+    trade_ids, intake_seconds, started_wall = await intake(
+        stack, keys["trader"], orders, concurrency
+    )
     applied = await wait_applied(stack, trade_ids, timeout_s=max(120, trades / 20))
     finished = max(max(v.values()) for k, v in applied.items() if k != "gateway")
     end_to_end_seconds = finished.timestamp() - started_wall
@@ -185,14 +210,19 @@ async def measure(stack: Stack, keys: dict[str, str], trades: int, concurrency: 
     return {
         "when": datetime.now(UTC).isoformat(),
         "machine": {"python": platform.python_version(), "cpus": _cpus()},
-        "trades": trades, "concurrency": concurrency, "sample_trade": sample,
+        "trades": trades,
+        "concurrency": concurrency,
+        "sample_trade": sample,
         "intake": {"seconds": intake_seconds, "trades_per_second": intake_rate},
         "end_to_end": {
-            "seconds": end_to_end_seconds, "trades_per_second": throughput,
-            "latency_ms": {"p50": statistics.median(latencies_ms),
-                           "p95": percentile(latencies_ms, 0.95),
-                           "p99": percentile(latencies_ms, 0.99),
-                           "max": max(latencies_ms)},
+            "seconds": end_to_end_seconds,
+            "trades_per_second": throughput,
+            "latency_ms": {
+                "p50": statistics.median(latencies_ms),
+                "p95": percentile(latencies_ms, 0.95),
+                "p99": percentile(latencies_ms, 0.99),
+                "max": max(latencies_ms),
+            },
         },
         "baselines": {"broker": broker, "postgres_single_row_commits": postgres},
         "ratios": {
@@ -218,16 +248,26 @@ def print_table(result: dict[str, Any]) -> None:
         ("end-to-end latency p50", f"{e2e['latency_ms']['p50']:.0f} ms"),
         ("end-to-end latency p95", f"{e2e['latency_ms']['p95']:.0f} ms"),
         ("end-to-end latency p99", f"{e2e['latency_ms']['p99']:.0f} ms"),
-        ("broker raw produce+consume",
-         f"{result['baselines']['broker']['messages_per_second']:.0f} msg/s"),
-        ("PostgreSQL single-row commits",
-         f"{result['baselines']['postgres_single_row_commits']['commits_per_second']:.0f}/s"),
-        ("intake / PostgreSQL commit rate",
-         f"{result['ratios']['intake_per_postgres_commit']:.2f}"),
-        ("end-to-end / PostgreSQL commit rate",
-         f"{result['ratios']['end_to_end_per_postgres_commit']:.2f}"),
-        ("end-to-end / broker message rate",
-         f"{result['ratios']['end_to_end_per_broker_message']:.4f}"),
+        (
+            "broker raw produce+consume",
+            f"{result['baselines']['broker']['messages_per_second']:.0f} msg/s",
+        ),
+        (
+            "PostgreSQL single-row commits",
+            f"{result['baselines']['postgres_single_row_commits']['commits_per_second']:.0f}/s",
+        ),
+        (
+            "intake / PostgreSQL commit rate",
+            f"{result['ratios']['intake_per_postgres_commit']:.2f}",
+        ),
+        (
+            "end-to-end / PostgreSQL commit rate",
+            f"{result['ratios']['end_to_end_per_postgres_commit']:.2f}",
+        ),
+        (
+            "end-to-end / broker message rate",
+            f"{result['ratios']['end_to_end_per_broker_message']:.4f}",
+        ),
     ]
     width = max(len(name) for name, _ in rows)
     print()
@@ -238,8 +278,11 @@ def print_table(result: dict[str, Any]) -> None:
 
 def main(*, trades: int, concurrency: int) -> int:
     config = StackConfig(
-        var_dir=ROOT / "var" / "bench", database_prefix="bo_bench_", reset_databases=True,
-        ports={s.name: free_port() for s in SERVICES}, broker_port=free_port(),
+        var_dir=ROOT / "var" / "bench",
+        database_prefix="bo_bench_",
+        reset_databases=True,
+        ports={s.name: free_port() for s in SERVICES},
+        broker_port=free_port(),
         extra_env={"LOG_LEVEL": "WARNING"},
     )
     stack = Stack(config)

@@ -44,7 +44,6 @@ from bo_common.unit_of_work import UnitOfWork
 log = get_logger(__name__)
 
 Handler = Callable[[Envelope, UnitOfWork], Awaitable[None]]
-RawHandler = Callable[[ConsumerRecord[bytes, bytes], UnitOfWork], Awaitable[None]]
 
 
 class PoisonMessage(Exception):
@@ -69,7 +68,6 @@ class ConsumeLoop:
         kafka: KafkaSettings,
         group_id: str,
         handler_attempts: int = 3,
-        raw_handlers: Mapping[str, RawHandler] | None = None,
         on_commit: Callable[[], None] | None = None,
         default_handler: Handler | None = None,
     ) -> None:
@@ -77,7 +75,6 @@ class ConsumeLoop:
         self.name = name
         self.topics = list(topics)
         self._handlers = dict(handlers)
-        self._raw_handlers = dict(raw_handlers or {})
         self._sessions = sessions
         self._kafka = kafka
         self._group_id = group_id
@@ -156,63 +153,107 @@ class ConsumeLoop:
     async def _apply(
         self, batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
     ) -> None:
+        """Apply a batch in one transaction.
+
+        Fast path: every event of the batch in one savepoint, with one inbox statement and
+        one outbox statement for the whole batch. If any handler fails, that savepoint is
+        rolled back and the batch is applied again message by message, each in its own
+        savepoint with bounded retries, so that only the bad message is dead-lettered.
+        """
         async with self._sessions() as session, session.begin():
             uow = UnitOfWork.bound(session)
+            work: list[tuple[ConsumerRecord[bytes, bytes], Envelope, Handler]] = []
             for records in batches.values():
                 for record in records:
                     MESSAGES_CONSUMED.labels(self.name, record.topic).inc()
-                    await self._apply_one(record, uow)
+                    try:
+                        event = Envelope.from_bytes(record.value or b"")
+                    except (ValidationError, ValueError) as error:
+                        await self._dead_letter(
+                            record, uow, f"invalid envelope: {error}", attempts=1
+                        )
+                        continue
+                    handler = self._handlers.get(event.type, self._default_handler)
+                    if handler is not None:  # else not an event this service reacts to
+                        work.append((record, event, handler))
+            if work:
+                mark = uow.outbox.mark()
+                try:
+                    async with session.begin_nested():
+                        await self._apply_all(work, uow)
+                except Exception as error:
+                    if _is_transient(error):
+                        raise
+                    uow.outbox.discard(since=mark)
+                    log.warning("batch_fast_path_failed", error=repr(error))
+                    for record, event, handler in work:
+                        await self._apply_one(record, event, handler, uow)
             await uow.flush()
 
-    async def _apply_one(self, record: ConsumerRecord[bytes, bytes], uow: UnitOfWork) -> None:
-        raw_handler = self._raw_handlers.get(record.topic)
-        if raw_handler is not None:
-            await self._with_retries(record, uow, lambda: raw_handler(record, uow), None)
-            return
-        try:
-            event = Envelope.from_bytes(record.value or b"")
-        except (ValidationError, ValueError) as error:
-            await self._dead_letter(record, uow, f"invalid envelope: {error}", attempts=1)
-            return
-        handler = self._handlers.get(event.type, self._default_handler)
-        if handler is None:
-            return  # not an event this service reacts to
-        with bound_contextvars(
-            event_id=str(event.id), correlation_id=event.correlation_id, event_type=event.type
-        ):
-            await self._with_retries(record, uow, lambda: handler(event, uow), event)
+    async def _apply_all(
+        self, work: list[tuple[ConsumerRecord[bytes, bytes], Envelope, Handler]], uow: UnitOfWork
+    ) -> None:
+        rows = {}
+        for record, event, _ in work:
+            rows.setdefault(
+                event.id, {"event_id": event.id, "event_type": event.type, "topic": record.topic}
+            )
+        fresh = set(
+            (
+                await uow.session.execute(
+                    insert(InboxRow)
+                    .values(list(rows.values()))
+                    .on_conflict_do_nothing(index_elements=["event_id"])
+                    .returning(InboxRow.event_id)
+                )
+            ).scalars()
+        )
+        for _, event, handler in work:
+            if event.id not in fresh:
+                EVENTS_DUPLICATE.labels(self.name).inc()
+                continue
+            fresh.discard(event.id)  # the same event twice in one batch is applied once
+            with bound_contextvars(
+                event_id=str(event.id), correlation_id=event.correlation_id, event_type=event.type
+            ):
+                await handler(event, uow)
+            EVENTS_APPLIED.labels(self.name, event.type).inc()
+        await uow.flush()
 
-    async def _with_retries(
+    async def _apply_one(
         self,
         record: ConsumerRecord[bytes, bytes],
+        event: Envelope,
+        handler: Handler,
         uow: UnitOfWork,
-        call: Callable[[], Awaitable[None]],
-        event: Envelope | None,
     ) -> None:
         last_error: BaseException | None = None
         mark = uow.outbox.mark()
-        for attempt in range(1, self._attempts + 1):
-            try:
-                async with uow.session.begin_nested():
-                    if event is not None and not await self._first_delivery(event, record, uow):
-                        EVENTS_DUPLICATE.labels(self.name).inc()
-                        return
-                    await call()
-                    await uow.flush()
-                EVENTS_APPLIED.labels(self.name, event.type if event else record.topic).inc()
-                return
-            except PoisonMessage as error:
-                last_error = error
-                uow.outbox.discard(since=mark)
-                break
-            except Exception as error:
-                if _is_transient(error):
-                    raise
-                last_error = error
-                HANDLER_RETRIES.labels(self.name).inc()
-                log.warning("handler_failed", attempt=attempt, error=repr(error))
-                uow.outbox.discard(since=mark)
-        await self._dead_letter(record, uow, repr(last_error), attempts=self._attempts)
+        with bound_contextvars(
+            event_id=str(event.id), correlation_id=event.correlation_id, event_type=event.type
+        ):
+            for attempt in range(1, self._attempts + 1):
+                try:
+                    async with uow.session.begin_nested():
+                        if not await self._first_delivery(event, record, uow):
+                            EVENTS_DUPLICATE.labels(self.name).inc()
+                            return
+                        await handler(event, uow)
+                        await uow.flush()
+                    EVENTS_APPLIED.labels(self.name, event.type).inc()
+                    return
+                except PoisonMessage as error:
+                    last_error = error
+                    uow.outbox.discard(since=mark)
+                    break
+                except Exception as error:
+                    if _is_transient(error):
+                        raise
+                    last_error = error
+                    uow.outbox.discard(since=mark)
+                    HANDLER_RETRIES.labels(self.name).inc()
+                    log.warning("handler_failed", attempt=attempt, error=repr(error))
+            await self._dead_letter(record, uow, repr(last_error), attempts=self._attempts)
 
     async def _first_delivery(
         self, event: Envelope, record: ConsumerRecord[bytes, bytes], uow: UnitOfWork

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bo_common.auth import ACCESS_HANDLERS, KeyStore, Principal, Role, require_role
-from bo_common.consumer import ConsumeLoop, Handler, RawHandler
+from bo_common.consumer import ConsumeLoop, Handler
 from bo_common.db import make_engine, make_sessionmaker
 from bo_common.kafka import start_producer
 from bo_common.logs import configure_logging, get_logger
@@ -38,7 +38,6 @@ class Subscription:
 
     topics: Sequence[str]
     handlers: Mapping[str, Handler]
-    raw_handlers: Mapping[str, RawHandler] = field(default_factory=dict)
     # For a consumer that follows every event type of its topics (the status view, audit).
     default_handler: Handler | None = None
 
@@ -88,7 +87,6 @@ class ServiceRuntime:
             name=s.service_name,
             topics=topics,
             handlers=handlers,
-            raw_handlers=self.subscription.raw_handlers,
             sessions=self.sessions,
             kafka=s.kafka,
             group_id=s.group_id,

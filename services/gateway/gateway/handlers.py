@@ -45,9 +45,6 @@ async def capture_trade(
     client = client_of(principal)
     request_hash = domain.request_hash(body)
     async with uow:
-        existing = await repository.trade_by_client_id(uow.session, client, body["client_trade_id"])
-        if existing is not None:
-            return _replay(existing, body, request_hash)
         desk = await repository.desk_of_account(uow.session, body["account"])
         if principal.role is Role.TRADER and (desk is None or desk != principal.desk):
             raise domain.AccountNotAllowed(body["account"], principal.desk)
@@ -61,8 +58,10 @@ async def capture_trade(
             **body,
         )
         request = {k: (str(v) if not isinstance(v, str) else v) for k, v in body.items()}
-        if not await repository.insert_trade(uow.session, trade, request):
-            # A concurrent retry of the same client_trade_id won the race.
+        # Insert first: a retry (even a concurrent one) meets the unique constraint on
+        # (client, client_trade_id) and is answered from the stored trade.
+        row = await repository.insert_trade(uow.session, trade, request)
+        if row is None:
             await uow.session.rollback()
             existing = await repository.trade_by_client_id(
                 uow.session, client, body["client_trade_id"]
@@ -98,10 +97,7 @@ async def capture_trade(
         )
         uow.outbox.put(event, topic=TRADE_EVENTS, key=trade.account)
         await uow.commit()
-        stored = await repository.get_trade(uow.session, trade.trade_id)
-        if stored is None:
-            raise RuntimeError("trade vanished after commit")
-        return CaptureResult(trade=stored, created=True)
+        return CaptureResult(trade=row, created=True)
 
 
 def _replay(existing: TradeRow, body: dict[str, Any], request_hash: str) -> CaptureResult:

@@ -19,37 +19,40 @@ async def desk_of_account(session: AsyncSession, account: str) -> str | None:
     return desk
 
 
-async def insert_trade(session: AsyncSession, trade: Trade, request: dict[str, object]) -> bool:
-    """Insert unless the client already sent this client_trade_id; True if inserted."""
+async def insert_trade(
+    session: AsyncSession, trade: Trade, request: dict[str, object]
+) -> TradeRow | None:
+    """Insert unless the client already sent this client_trade_id; the row if inserted."""
+    values = {
+        "trade_id": trade.trade_id,
+        "client": trade.client,
+        "client_trade_id": trade.client_trade_id,
+        "account": trade.account,
+        "desk": trade.desk,
+        "side": trade.side,
+        "isin": trade.isin,
+        "quantity": trade.quantity,
+        "price": trade.price,
+        "currency": trade.currency,
+        "trade_date": trade.trade_date,
+        "trade_time": trade.trade_time,
+        "venue": trade.venue,
+        "counterparty_lei": trade.counterparty_lei,
+        "settlement_type": trade.settlement_type,
+        "request": request,
+        "request_hash": trade.request_hash,
+        "received_at": trade.received_at,
+        "state": "captured",
+        "state_rank": 10,
+        "state_changed_at": trade.received_at,
+    }
     inserted = await session.scalar(
         insert(TradeRow)
-        .values(
-            trade_id=trade.trade_id,
-            client=trade.client,
-            client_trade_id=trade.client_trade_id,
-            account=trade.account,
-            desk=trade.desk,
-            side=trade.side,
-            isin=trade.isin,
-            quantity=trade.quantity,
-            price=trade.price,
-            currency=trade.currency,
-            trade_date=trade.trade_date,
-            trade_time=trade.trade_time,
-            venue=trade.venue,
-            counterparty_lei=trade.counterparty_lei,
-            settlement_type=trade.settlement_type,
-            request=request,
-            request_hash=trade.request_hash,
-            received_at=trade.received_at,
-            state="captured",
-            state_rank=10,
-            state_changed_at=trade.received_at,
-        )
+        .values(values)
         .on_conflict_do_nothing(index_elements=["client", "client_trade_id"])
         .returning(TradeRow.trade_id)
     )
-    return inserted is not None
+    return TradeRow(**values) if inserted is not None else None
 
 
 async def trade_by_client_id(
