@@ -22,6 +22,7 @@ run: $(STAMP)
 # so it can run next to `make run`. pytest exits 5 when it collects no tests: that fails too.
 test: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy libs/common/bo_common services/*/*/domain.py
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

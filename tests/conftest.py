@@ -3,9 +3,7 @@ broker, and every service as its own process on free ports."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -13,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bo_tools.demo import set_up_demo
+from bo_tools.demo import sample_trade, set_up_demo
 from bo_tools.stack import ROOT, SERVICES, Stack, StackConfig, free_port
 
 
@@ -65,23 +63,7 @@ def auth(key: str) -> dict[str, str]:
 
 
 def a_trade(**overrides: Any) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    trade = {
-        "client_trade_id": f"FO-{uuid.uuid4().hex[:12]}",
-        "account": "ACC-001",
-        "side": "BUY",
-        "isin": "US0378331005",
-        "quantity": "100",
-        "price": "189.25",
-        "currency": "USD",
-        "trade_date": now.date().isoformat(),
-        "trade_time": now.isoformat().replace("+00:00", "Z"),
-        "venue": "XNYS",
-        "counterparty_lei": "784F5XWPLTWKTBV3E584",
-        "settlement_type": "DVP",
-    }
-    trade.update(overrides)
-    return trade
+    return sample_trade(**overrides)
 
 
 async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:

@@ -23,26 +23,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bo_common.db import asyncpg_dsn
 from bo_common.kafka import create_topics
 from bo_common.settings import KafkaSettings
-from bo_tools.demo import set_up_demo
+from bo_tools.demo import sample_trade, set_up_demo
 from bo_tools.stack import BY_NAME, ROOT, SERVICES, Stack, StackConfig, free_port, log, write_json
 
 
 def _trade(n: int, run: str) -> dict[str, str]:
-    now = datetime.now(UTC)
-    return {
-        "client_trade_id": f"BENCH-{run}-{n:06d}",
-        "account": f"ACC-{n % 10 + 1:03d}",
-        "side": "BUY" if n % 2 else "SELL",
-        "isin": "US0378331005",
-        "quantity": str(n % 500 + 1),
-        "price": "189.25",
-        "currency": "USD",
-        "trade_date": now.date().isoformat(),
-        "trade_time": now.isoformat().replace("+00:00", "Z"),
-        "venue": "XNYS",
-        "counterparty_lei": "784F5XWPLTWKTBV3E584",
-        "settlement_type": "DVP",
-    }
+    return sample_trade(
+        client_trade_id=f"BENCH-{run}-{n:06d}",
+        account=f"ACC-{n % 10 + 1:03d}",
+        side="BUY" if n % 2 else "SELL",
+        quantity=str(n % 500 + 1),
+    )
 
 
 async def broker_baseline(bootstrap: str, messages: int, size: int) -> dict[str, float]:
@@ -197,7 +188,7 @@ async def measure(
     trade_ids, intake_seconds, started_wall = await intake(
         stack, keys["trader"], orders, concurrency
     )
-    applied = await wait_applied(stack, trade_ids, timeout_s=max(120, trades / 20))
+    applied = await wait_applied(stack, trade_ids, timeout_s=max(120, trades / 5))
     finished = max(max(v.values()) for k, v in applied.items() if k != "gateway")
     end_to_end_seconds = finished.timestamp() - started_wall
     latencies_ms = []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -55,6 +57,27 @@ def create_dev_keys(stack: Stack, prefix: str = "dev") -> dict[str, str]:
 
     keys: dict[str, str] = asyncio.run(_with_gateway_uow(stack.database_url(_gateway()), work))
     return keys
+
+
+def sample_trade(**overrides: str) -> dict[str, str]:
+    """A valid trade for the demo desk, traded now; the tests and the bench start from it."""
+    now = datetime.now(UTC)
+    trade = {
+        "client_trade_id": f"FO-{uuid.uuid4().hex[:12]}",
+        "account": "ACC-001",
+        "side": "BUY",
+        "isin": "US0378331005",
+        "quantity": "100",
+        "price": "189.25",
+        "currency": "USD",
+        "trade_date": now.date().isoformat(),
+        "trade_time": now.isoformat().replace("+00:00", "Z"),
+        "venue": "XNYS",
+        "counterparty_lei": "784F5XWPLTWKTBV3E584",
+        "settlement_type": "DVP",
+    }
+    trade.update(overrides)
+    return trade
 
 
 def load_ssis(stack: Stack, ops_key: str) -> int:

@@ -193,7 +193,7 @@ class ConsumeLoop:
     async def _apply_all(
         self, work: list[tuple[ConsumerRecord[bytes, bytes], Envelope, Handler]], uow: UnitOfWork
     ) -> None:
-        rows = {}
+        rows: dict[uuid.UUID, dict[str, object]] = {}
         for record, event, _ in work:
             rows.setdefault(
                 event.id, {"event_id": event.id, "event_type": event.type, "topic": record.topic}

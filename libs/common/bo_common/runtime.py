@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -53,7 +53,7 @@ class ServiceRuntime:
         settings: ServiceSettings,
         subscription: Subscription,
         *,
-        background: Sequence[Callable[[ServiceRuntime], Awaitable[None]]] = (),
+        background: Sequence[Callable[[ServiceRuntime], Coroutine[Any, Any, None]]] = (),
     ) -> None:
         self.settings = settings
         self.subscription = subscription
