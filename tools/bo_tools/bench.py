@@ -249,11 +249,11 @@ def print_table(result: dict[str, Any]) -> None:
         ),
         (
             "intake / PostgreSQL commit rate",
-            f"{result['ratios']['intake_per_postgres_commit']:.2f}",
+            f"{result['ratios']['intake_per_postgres_commit']:.4f}",
         ),
         (
             "end-to-end / PostgreSQL commit rate",
-            f"{result['ratios']['end_to_end_per_postgres_commit']:.2f}",
+            f"{result['ratios']['end_to_end_per_postgres_commit']:.4f}",
         ),
         (
             "end-to-end / broker message rate",
