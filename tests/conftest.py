@@ -12,17 +12,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bo_tools.demo import sample_trade, set_up_demo
-from bo_tools.stack import ROOT, SERVICES, Stack, StackConfig, free_port
+from bo_tools.stack import Stack, isolated_config
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
-    config = StackConfig(
-        var_dir=ROOT / "var" / "test",
-        database_prefix="bo_test_",
-        reset_databases=True,
-        ports={s.name: free_port() for s in SERVICES},
-        broker_port=free_port(),
+    config = isolated_config(
+        "test",
         extra_env={
             # Tansu holds a JoinGroup for half the session timeout: keep rebalances short.
             "KAFKA_SESSION_TIMEOUT_MS": "2000",

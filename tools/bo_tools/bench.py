@@ -24,7 +24,7 @@ from bo_common.db import asyncpg_dsn
 from bo_common.kafka import create_topics
 from bo_common.settings import KafkaSettings
 from bo_tools.demo import sample_trade, set_up_demo
-from bo_tools.stack import BY_NAME, ROOT, SERVICES, Stack, StackConfig, free_port, log, write_json
+from bo_tools.stack import BY_NAME, ROOT, Stack, isolated_config, log, write_json
 
 
 def _trade(n: int, run: str) -> dict[str, str]:
@@ -268,15 +268,7 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def main(*, trades: int, concurrency: int) -> int:
-    config = StackConfig(
-        var_dir=ROOT / "var" / "bench",
-        database_prefix="bo_bench_",
-        reset_databases=True,
-        ports={s.name: free_port() for s in SERVICES},
-        broker_port=free_port(),
-        extra_env={"LOG_LEVEL": "WARNING"},
-    )
-    stack = Stack(config)
+    stack = Stack(isolated_config("bench", extra_env={"LOG_LEVEL": "WARNING"}))
     try:
         stack.prepare()
         stack.start_all()

@@ -91,6 +91,19 @@ class StackConfig:
         return self.var_dir / "log"
 
 
+def isolated_config(name: str, *, extra_env: dict[str, str] | None = None) -> StackConfig:
+    """A stack of its own (databases bo_<name>_*, free ports, fresh broker) for the tests
+    and the bench, so that they run beside `make run` and never touch its data."""
+    return StackConfig(
+        var_dir=ROOT / "var" / name,
+        database_prefix=f"bo_{name}_",
+        reset_databases=True,
+        ports={s.name: free_port() for s in SERVICES},
+        broker_port=free_port(),
+        extra_env=extra_env or {},
+    )
+
+
 class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config

@@ -74,12 +74,25 @@ class Ssi:
     cash_account: str
 
 
+COMPLIANCE_DECISIONS = frozenset({"cleared", "held", "rejected"})
+
+
+class UnknownComplianceDecision(SettlementError):
+    pass
+
+
 def next_state(*, compliance: str | None, ssi: Ssi | None) -> ObligationState:
-    """Where a not-yet-instructed obligation stands given what is known so far."""
+    """Where a not-yet-instructed obligation stands given what is known so far.
+
+    Only an explicit 'cleared' lets a trade proceed: an unknown decision is an error, never
+    a pass.
+    """
+    if compliance is None:
+        return "awaiting_compliance"
+    if compliance not in COMPLIANCE_DECISIONS:
+        raise UnknownComplianceDecision(f"unknown compliance decision '{compliance}'")
     if compliance == "rejected":
         return "cancelled"
-    if compliance in (None,):
-        return "awaiting_compliance"
     if compliance == "held":
         return "held"
     if ssi is None:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from settlement.domain import (
     InstructionTerms,
     Ssi,
+    UnknownComplianceDecision,
     UnknownMarket,
     cycle_days,
     instruction_terms,
@@ -241,3 +242,9 @@ def test_a_buy_receives_a_sell_delivers_and_only_dvp_carries_a_payment(
     )
 
     assert terms == expected
+
+
+@pytest.mark.parametrize("decision", ["clearde", "approved", ""])
+def test_an_unknown_compliance_decision_never_lets_a_trade_through(decision: str) -> None:
+    with pytest.raises(UnknownComplianceDecision):
+        next_state(compliance=decision, ssi=None)
