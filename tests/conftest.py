@@ -3,6 +3,7 @@ broker, and every service as its own process on free ports."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -17,8 +18,10 @@ from bo_tools.stack import Stack, isolated_config
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
+    # BO_TEST_STACK names the databases (bo_<name>_*) and var/<name>: two suites can run at
+    # once on one machine when they use different names.
     config = isolated_config(
-        "test",
+        os.environ.get("BO_TEST_STACK", "test"),
         extra_env={
             # Tansu holds a JoinGroup for half the session timeout: keep rebalances short.
             "KAFKA_SESSION_TIMEOUT_MS": "2000",

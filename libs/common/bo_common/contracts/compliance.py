@@ -21,6 +21,8 @@ class TradeEvaluated(EventData):
     trade_id: str
     account: str
     outcomes: list[RuleOutcome]
+    # The trade version evaluated (trade.captured is 1, each trade.amended adds one).
+    version: int = 1
 
 
 class AlertRaised(EventData):

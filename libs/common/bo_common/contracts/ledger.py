@@ -21,5 +21,8 @@ class LedgerPosted(EventData):
     entry_id: str
     trade_id: str
     account: str
-    kind: Literal["pending", "settled"]
+    kind: Literal["pending", "settled", "reversal"]
     lines: list[PostedLine]
+    # A reversal names the entry it reverses; every entry names the trade version it books.
+    reverses: str | None = None
+    version: int = 1

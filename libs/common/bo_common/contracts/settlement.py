@@ -14,6 +14,11 @@ INSTRUCTED = "settlement.instructed"
 MATCHED = "settlement.matched"
 SETTLED = "settlement.settled"
 FAILED = "settlement.failed"
+OBLIGATION_AMENDED = "settlement.obligation_amended"
+OBLIGATION_CANCELLED = "settlement.obligation_cancelled"
+# An amendment or cancellation that reached settlement after the trade was instructed: the
+# instruction stands, and the trade waits in the exception queue for operations.
+CHANGE_REFUSED = "settlement.change_refused"
 
 
 class ObligationCreated(EventData):
@@ -23,6 +28,23 @@ class ObligationCreated(EventData):
     settlement_date: date
     market: str
     cycle_days: int
+    version: int = 1
+
+
+class ObligationCancelled(EventData):
+    trade_id: str
+    obligation_id: str
+    account: str
+    version: int
+    reason: str
+
+
+class ChangeRefused(EventData):
+    trade_id: str
+    account: str
+    change: Literal["amend", "cancel"]
+    version: int
+    reason: str
 
 
 class SettlementStep(EventData):
