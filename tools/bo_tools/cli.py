@@ -55,6 +55,35 @@ def _keys_revoke(args: argparse.Namespace) -> int:
     return 0 if count else 1
 
 
+def _keys_limit(args: argparse.Namespace) -> int:
+    from bo_common.db import make_engine, make_sessionmaker
+    from bo_common.unit_of_work import UnitOfWork
+    from gateway import admin
+    from gateway.config import Settings
+
+    async def work() -> None:
+        engine = make_engine(Settings().database_url, pool_size=1)
+        try:
+            await admin.set_client_limit(
+                UnitOfWork(make_sessionmaker(engine)),
+                client=args.name,
+                per_second=None if args.default else args.per_second,
+                burst=args.burst,
+            )
+        finally:
+            await engine.dispose()
+
+    if not args.default and args.per_second is None:
+        print("bo keys limit: give --per-second or --default", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(work())
+    except admin.AdminError as error:
+        print(f"bo keys limit: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _desks_create(args: argparse.Namespace) -> int:
     from bo_common.db import make_engine, make_sessionmaker
     from bo_common.unit_of_work import UnitOfWork
@@ -161,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     revoke = keys.add_parser("revoke", help="revoke every key of this name")
     revoke.add_argument("--name", required=True)
     revoke.set_defaults(func=_keys_revoke)
+    limit = keys.add_parser("limit", help="a client's own rate limit (all keys of the name)")
+    limit.add_argument("--name", required=True)
+    limit.add_argument("--per-second", type=float)
+    limit.add_argument("--burst", type=int, help="default: twice the rate")
+    limit.add_argument("--default", action="store_true", help="back to the service default")
+    limit.set_defaults(func=_keys_limit)
 
     desks = commands.add_parser("desks", help="desks").add_subparsers(dest="action", required=True)
     desk_create = desks.add_parser("create", help="create a desk or add accounts to it")

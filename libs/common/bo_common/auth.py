@@ -52,10 +52,16 @@ class Principal:
     name: str
     role: Role
     desk: str | None
+    # (requests per second, burst) of this client where it has its own; else the default.
+    rate_limit: tuple[float, int] | None = None
 
     @property
     def actor(self) -> str:
         return f"key:{self.name}"
+
+
+# Looks up a client's own rate limit (the gateway keeps them); None: the service default.
+ClientLimits = Callable[[AsyncSession, str], Awaitable[tuple[float, int] | None]]
 
 
 class NotAuthenticated(Exception):
@@ -74,9 +80,14 @@ class KeyStore:
     """
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], *, cache_ttl_s: float = 5.0
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        *,
+        cache_ttl_s: float = 5.0,
+        limits: ClientLimits | None = None,
     ) -> None:
         self._sessions = sessions
+        self._limits = limits
         self._ttl = cache_ttl_s
         self._cache: dict[str, tuple[float, Principal | None]] = {}
 
@@ -109,9 +120,12 @@ class KeyStore:
                     )
                 )
             ).scalar_one_or_none()
-        if row is None:
-            return None
-        return Principal(key_id=row.key_id, name=row.name, role=Role(row.role), desk=row.desk)
+            if row is None:
+                return None
+            limit = await self._limits(session, row.name) if self._limits else None
+        return Principal(
+            key_id=row.key_id, name=row.name, role=Role(row.role), desk=row.desk, rate_limit=limit
+        )
 
 
 def require_role(principal: Principal, *roles: Role) -> Principal:

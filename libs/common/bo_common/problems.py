@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -37,6 +38,17 @@ class Problem(Exception):
         self.type = type_
         self.headers = headers
         self.extra = extra
+
+
+def problem_body(
+    status: int, title: str, detail: str, *, instance: str | None = None, **extra: Any
+) -> bytes:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
 
 def problem_response(

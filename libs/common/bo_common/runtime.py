@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -17,14 +16,14 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bo_common.auth import ACCESS_HANDLERS, KeyStore, Principal, Role, require_role
+from bo_common.auth import ACCESS_HANDLERS, ClientLimits, KeyStore, Principal, Role, require_role
 from bo_common.consumer import ConsumeLoop, Handler
 from bo_common.db import make_engine, make_sessionmaker
+from bo_common.edge import EdgeMiddleware, RateLimited, RateLimiter
 from bo_common.kafka import start_producer
 from bo_common.logs import configure_logging, get_logger
-from bo_common.metrics import HTTP_REQUESTS, HTTP_SECONDS
 from bo_common.outbox import OutboxRelay
-from bo_common.problems import install_problem_handlers
+from bo_common.problems import install_problem_handlers, problem_response
 from bo_common.settings import ServiceSettings
 from bo_common.topics import ACCESS_EVENTS
 from bo_common.unit_of_work import UnitOfWork
@@ -54,8 +53,11 @@ class ServiceRuntime:
         subscription: Subscription,
         *,
         background: Sequence[Callable[[ServiceRuntime], Coroutine[Any, Any, None]]] = (),
+        client_limits: ClientLimits | None = None,
     ) -> None:
         self.settings = settings
+        self._client_limits = client_limits
+        self.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
         self.subscription = subscription
         self._background = background
         self._tasks: list[asyncio.Task[None]] = []
@@ -70,7 +72,7 @@ class ServiceRuntime:
         s = self.settings
         self.engine = make_engine(s.database_url, pool_size=s.db_pool_size)
         self.sessions = make_sessionmaker(self.engine)
-        self.keys = KeyStore(self.sessions)
+        self.keys = KeyStore(self.sessions, limits=self._client_limits)
         self.producer = await start_producer(s.kafka, client_id=s.service_name)
         self.relay = OutboxRelay(
             service=s.service_name,
@@ -152,6 +154,12 @@ RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
 async def authenticated(request: Request, runtime: RuntimeDep) -> Principal:
     principal = await runtime.keys.principal_for(request.headers.get("authorization"))
     request.state.principal = principal
+    limit = principal.rate_limit
+    runtime.limiter.acquire(
+        str(principal.key_id),
+        rate=limit[0] if limit else None,
+        burst=limit[1] if limit else None,
+    )
     return principal
 
 
@@ -191,21 +199,19 @@ def build_app(
     app.state.runtime = runtime
     install_problem_handlers(app)
 
-    @app.middleware("http")
-    async def _metrics(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        HTTP_REQUESTS.labels(
-            settings.service_name, request.method, path, str(response.status_code)
-        ).inc()
-        HTTP_SECONDS.labels(settings.service_name, request.method, path).observe(
-            time.perf_counter() - started
+    app.add_middleware(
+        EdgeMiddleware, service=settings.service_name, max_body_bytes=settings.max_body_bytes
+    )
+
+    @app.exception_handler(RateLimited)
+    async def _rate_limited(request: Request, error: RateLimited) -> JSONResponse:
+        return problem_response(
+            429,
+            "Too many requests",
+            f"{error}; retry after {error.retry_after_header} s",
+            instance=request.url.path,
+            headers={"Retry-After": error.retry_after_header},
         )
-        return response
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:

@@ -44,6 +44,11 @@ class ServiceSettings(BaseSettings):
     outbox_poll_interval_ms: int = 500
     outbox_batch_size: int = 1000
     db_pool_size: int = 10
+    # Per API key and process (token bucket); a client can have its own (`bo keys limit`).
+    rate_limit_per_s: float = Field(default=200.0, gt=0)
+    rate_limit_burst: int = Field(default=400, ge=1)
+    # Larger request bodies get 413 before they are read (a batch of 1,000 trades is ~400 kB).
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
 
     @property

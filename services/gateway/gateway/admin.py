@@ -13,7 +13,7 @@ from bo_common.db import ApiKeyRow
 from bo_common.envelope import new_event
 from bo_common.topics import ACCESS_EVENTS
 from bo_common.unit_of_work import UnitOfWork
-from gateway.tables import DeskAccountRow, DeskRow
+from gateway.tables import ClientLimitRow, DeskAccountRow, DeskRow
 
 
 class AdminError(Exception):
@@ -111,4 +111,30 @@ async def create_desk(uow: UnitOfWork, *, name: str, accounts: list[str]) -> Non
                 raise AdminError(f"account '{account}' already belongs to desk '{owner}'")
             if owner is None:
                 await uow.session.execute(insert(DeskAccountRow).values(desk=name, account=account))
+        await uow.commit()
+
+
+async def set_client_limit(
+    uow: UnitOfWork, *, client: str, per_second: float | None, burst: int | None = None
+) -> None:
+    """Give a client (every key of that name) its own rate limit, or the default again
+    (per_second None). Replicas pick it up within their key cache time (5 s)."""
+    async with uow:
+        if per_second is None:
+            await uow.session.execute(
+                sa.delete(ClientLimitRow).where(ClientLimitRow.client == client)
+            )
+        else:
+            if per_second <= 0 or (burst is not None and burst < 1):
+                raise AdminError("the rate must be positive and the burst at least 1")
+            values = {
+                "client": client,
+                "requests_per_second": per_second,
+                "burst": burst or max(1, int(per_second * 2)),
+            }
+            await uow.session.execute(
+                insert(ClientLimitRow)
+                .values(values)
+                .on_conflict_do_update(index_elements=["client"], set_=values)
+            )
         await uow.commit()

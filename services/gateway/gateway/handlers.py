@@ -1,9 +1,10 @@
-"""Gateway use cases: capture a trade; follow a trade's progress from every service's events."""
+"""Gateway use cases: capture trades (one or a batch), amend and cancel them, and follow a
+trade's progress from every service's events."""
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,23 +14,43 @@ from bo_common.envelope import Envelope, new_event
 from bo_common.topics import TRADE_EVENTS
 from bo_common.unit_of_work import UnitOfWork
 from gateway import domain, repository
-from gateway.tables import TradeRow
+from gateway.tables import TradeRow, TradeVersionRow
 
-
-class DuplicateWithDifferentBody(domain.DomainError):
-    def __init__(self, existing: TradeRow, field: str) -> None:
-        super().__init__(
-            f"client_trade_id '{existing.client_trade_id}' was already used for trade "
-            f"{existing.trade_id} with a different '{field}'"
-        )
-        self.existing = existing
-        self.field = field
+TERM_FIELDS = (
+    "side",
+    "isin",
+    "cusip",
+    "quantity",
+    "price",
+    "currency",
+    "trade_date",
+    "trade_time",
+    "venue",
+    "counterparty_lei",
+    "settlement_type",
+)
 
 
 @dataclass(frozen=True)
-class CaptureResult:
-    trade: TradeRow
-    created: bool
+class Outcome:
+    """What became of one trade of a request: captured now, captured before, or refused
+    (with the HTTP status a single request would get, and each field's reason)."""
+
+    index: int
+    client_trade_id: str | None
+    trade: TradeRow | None = None
+    created: bool = False
+    status: int = 201
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    detail: str = ""
+
+    @property
+    def rejected(self) -> bool:
+        return self.trade is None
+
+
+class NotFound(domain.DomainError):
+    pass
 
 
 def client_of(principal: Principal) -> str:
@@ -38,74 +59,283 @@ def client_of(principal: Principal) -> str:
     return principal.name
 
 
-async def capture_trade(
-    body: dict[str, Any], *, principal: Principal, uow: UnitOfWork, today: datetime | None = None
-) -> CaptureResult:
-    now = today or datetime.now(UTC)
+def _as_request(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if isinstance(v, str) or v is None else str(v)) for k, v in body.items()}
+
+
+def _event_terms(row: TradeRow | dict[str, Any]) -> dict[str, Any]:
+    get = row.get if isinstance(row, dict) else lambda name: getattr(row, name)
+    data = {
+        name: get(name)
+        for name in (
+            "trade_id",
+            "client_trade_id",
+            "account",
+            "desk",
+            *TERM_FIELDS,
+            "version",
+        )
+    }
+    data["gross_amount"] = data["quantity"] * data["price"]
+    return data
+
+
+async def capture_trades(
+    bodies: list[tuple[int, dict[str, Any]]],
+    *,
+    principal: Principal,
+    uow: UnitOfWork,
+    now: datetime | None = None,
+) -> list[Outcome]:
+    """Capture valid trades (each body already passed the field rules) in one transaction.
+
+    Idempotent on (client, client_trade_id): a body sent again is answered with the trade it
+    created; another body under a used client_trade_id is refused (409) naming the first
+    field that differs. Bodies refused by a rule are reported and the others still captured.
+    """
+    now = now or datetime.now(UTC)
     client = client_of(principal)
-    request_hash = domain.request_hash(body)
+    outcomes: dict[int, Outcome] = {}
     async with uow:
-        desk = await repository.desk_of_account(uow.session, body["account"])
-        if principal.role is Role.TRADER and (desk is None or desk != principal.desk):
-            raise domain.AccountNotAllowed(body["account"], principal.desk)
-        domain.check_trade_date(body["trade_date"], body["trade_time"], now.date())
-        trade = domain.Trade(
-            trade_id=str(uuid.uuid4()),
-            client=client,
-            received_at=now,
-            request_hash=request_hash,
-            desk=desk,
-            **body,
+        desks = await repository.desks_of_accounts(
+            uow.session, sorted({body["account"] for _, body in bodies})
         )
-        request = {k: (str(v) if not isinstance(v, str) else v) for k, v in body.items()}
-        # Insert first: a retry (even a concurrent one) meets the unique constraint on
-        # (client, client_trade_id) and is answered from the stored trade.
-        row = await repository.insert_trade(uow.session, trade, request)
-        if row is None:
-            await uow.session.rollback()
-            existing = await repository.trade_by_client_id(
-                uow.session, client, body["client_trade_id"]
+        rows: list[dict[str, Any]] = []
+        first_of_key: dict[str, tuple[int, dict[str, Any]]] = {}
+        repeats: list[tuple[int, dict[str, Any]]] = []
+        for index, body in bodies:
+            ctid = body["client_trade_id"]
+            desk = desks.get(body["account"])
+            # A trader learns only that the account is not its desk's, not whether it exists.
+            if principal.role is Role.TRADER and (desk is None or desk != principal.desk):
+                error = domain.AccountNotAllowed(body["account"], principal.desk)
+                outcomes[index] = Outcome(
+                    index, ctid, status=403, errors=[("account", str(error))], detail=str(error)
+                )
+                continue
+            if desk is None:
+                outcomes[index] = Outcome(
+                    index,
+                    ctid,
+                    status=422,
+                    errors=[("account", str(domain.UnknownAccount(body["account"])))],
+                )
+                continue
+            errors = domain.rule_errors(body, now)
+            if errors:
+                outcomes[index] = Outcome(index, ctid, status=422, errors=errors)
+                continue
+            if ctid in first_of_key:
+                repeats.append((index, body))
+                continue
+            first_of_key[ctid] = (index, body)
+            rows.append(
+                {
+                    **body,
+                    "trade_id": str(uuid.uuid4()),
+                    "client": client,
+                    "desk": desk,
+                    "request": _as_request(body),
+                    "request_hash": domain.request_hash(body),
+                    "received_at": now,
+                    "state": "captured",
+                    "state_rank": domain.STATE_OF_EVENT[contract.TRADE_CAPTURED][1],
+                    "state_changed_at": now,
+                    "version": 1,
+                }
             )
-            if existing is None:
-                raise RuntimeError("idempotency conflict without a stored trade")
-            return _replay(existing, body, request_hash)
-        event = new_event(
-            type=contract.TRADE_CAPTURED,
-            version=contract.TRADE_CAPTURED_VERSION,
-            source="gateway",
-            subject=trade.trade_id,
-            correlation_id=trade.trade_id,
-            actor=principal.actor,
-            data=contract.TradeCaptured(
-                trade_id=trade.trade_id,
-                client_trade_id=trade.client_trade_id,
-                account=trade.account,
-                desk=trade.desk,
-                side=trade.side,  # type: ignore[arg-type]
-                isin=trade.isin,
-                quantity=trade.quantity,
-                price=trade.price,
-                currency=trade.currency,
-                gross_amount=trade.gross_amount,
-                trade_date=trade.trade_date,
-                trade_time=trade.trade_time,
-                venue=trade.venue,
-                counterparty_lei=trade.counterparty_lei,
-                settlement_type=trade.settlement_type,  # type: ignore[arg-type]
-            ).model_dump(mode="json"),
-            time=now,
-        )
-        uow.outbox.put(event, topic=TRADE_EVENTS, key=trade.account)
+        inserted = await repository.insert_trades(uow.session, rows)
+        by_key: dict[str, TradeRow] = {}
+        for row in rows:
+            if row["trade_id"] in inserted:
+                by_key[row["client_trade_id"]] = TradeRow(**row)
+                uow.outbox.put(
+                    _captured_event(row, principal, now), topic=TRADE_EVENTS, key=row["account"]
+                )
+        earlier = [r["client_trade_id"] for r in rows if r["trade_id"] not in inserted]
+        earlier += [body["client_trade_id"] for _, body in repeats]
+        if earlier:
+            by_key.update(
+                {
+                    k: v
+                    for k, v in (
+                        await repository.trades_by_client_ids(uow.session, client, earlier)
+                    ).items()
+                    if k not in by_key
+                }
+            )
+        created_keys = {row["client_trade_id"] for row in rows if row["trade_id"] in inserted}
+        for index, body in [*first_of_key.values(), *repeats]:
+            ctid = body["client_trade_id"]
+            existing = by_key.get(ctid)
+            if existing is None:  # the key's row vanished: cannot happen (no deletes)
+                raise RuntimeError(f"idempotency conflict without a stored trade for {ctid}")
+            is_new = ctid in created_keys and first_of_key[ctid][0] == index
+            outcomes[index] = _answer(index, existing, body, created=is_new)
         await uow.commit()
-        return CaptureResult(trade=row, created=True)
+    return [outcomes[index] for index, _ in bodies]
 
 
-def _replay(existing: TradeRow, body: dict[str, Any], request_hash: str) -> CaptureResult:
-    if existing.request_hash == request_hash:
-        return CaptureResult(trade=existing, created=False)
-    request = {k: (str(v) if not isinstance(v, str) else v) for k, v in body.items()}
-    field = domain.first_difference(dict(existing.request), request) or "body"
-    raise DuplicateWithDifferentBody(existing, field)
+def _answer(index: int, existing: TradeRow, body: dict[str, Any], *, created: bool) -> Outcome:
+    ctid = existing.client_trade_id
+    if created or existing.request_hash == domain.request_hash(body):
+        return Outcome(index, ctid, trade=existing, created=created, status=201 if created else 200)
+    difference = domain.first_difference(dict(existing.request), _as_request(body)) or "body"
+    detail = (
+        f"client_trade_id '{ctid}' was already used for trade {existing.trade_id} "
+        f"with a different '{difference}'"
+    )
+    return Outcome(
+        index,
+        ctid,
+        status=409,
+        errors=[(difference, detail)],
+        detail=detail,
+        trade=None,
+    )
+
+
+def _captured_event(row: dict[str, Any], principal: Principal, now: datetime) -> Envelope:
+    return new_event(
+        type=contract.TRADE_CAPTURED,
+        version=contract.TRADE_CAPTURED_VERSION,
+        source="gateway",
+        subject=row["trade_id"],
+        correlation_id=row["trade_id"],
+        actor=principal.actor,
+        data=contract.TradeCaptured(**_event_terms(row)).model_dump(mode="json"),
+        time=now,
+    )
+
+
+def terms_of(row: TradeRow) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in TERM_FIELDS}
+
+
+async def amend_trade(
+    trade_id: str,
+    *,
+    validate: Any,
+    changes: dict[str, Any],
+    reason: str,
+    principal: Principal,
+    visible: list[str] | None,
+    uow: UnitOfWork,
+    now: datetime | None = None,
+) -> tuple[TradeRow, bool]:
+    """Apply `changes` to the trade's terms as a new version; the trade and whether it
+    changed. `validate(terms)` checks the whole amended trade and returns its typed terms
+    or raises the caller's validation error."""
+    now = now or datetime.now(UTC)
+    async with uow:
+        row = await repository.lock_trade(uow.session, trade_id)
+        if row is None or (visible is not None and row.account not in visible):
+            raise NotFound(f"no trade '{trade_id}'")
+        domain.check_changeable(row.state, "amend")
+        current = terms_of(row)
+        _terms, changed = domain.amended_terms(current, changes)
+        if not changed:
+            return row, False
+        terms = validate(
+            {**current, **changes, "client_trade_id": row.client_trade_id, "account": row.account}
+        )
+        errors = domain.rule_errors(terms, now)
+        if errors:
+            raise domain.InvalidTerms(errors)
+        for name in TERM_FIELDS:
+            setattr(row, name, terms[name])
+        row.version += 1
+        row.state, row.state_rank, row.state_changed_at = "captured", 10, now
+        uow.session.add(
+            TradeVersionRow(
+                trade_id=row.trade_id,
+                version=row.version,
+                change="amend",
+                terms=_as_request(terms),
+                changed_fields=changed,
+                reason=reason,
+                actor=principal.actor,
+                at=now,
+            )
+        )
+        data = contract.TradeAmended(
+            **_event_terms(row), reason=reason, changed_fields=changed
+        ).model_dump(mode="json")
+        uow.outbox.put(
+            new_event(
+                type=contract.TRADE_AMENDED,
+                version=contract.TRADE_AMENDED_VERSION,
+                source="gateway",
+                subject=row.trade_id,
+                correlation_id=row.trade_id,
+                actor=principal.actor,
+                data=data,
+                time=now,
+            ),
+            topic=TRADE_EVENTS,
+            key=row.account,
+        )
+        await uow.commit()
+        return row, True
+
+
+async def cancel_trade(
+    trade_id: str,
+    *,
+    reason: str,
+    principal: Principal,
+    visible: list[str] | None,
+    uow: UnitOfWork,
+    now: datetime | None = None,
+) -> tuple[TradeRow, bool]:
+    """Cancel the trade; a second cancellation is answered with the cancelled trade."""
+    now = now or datetime.now(UTC)
+    async with uow:
+        row = await repository.lock_trade(uow.session, trade_id)
+        if row is None or (visible is not None and row.account not in visible):
+            raise NotFound(f"no trade '{trade_id}'")
+        if row.state == "cancelled":
+            return row, False
+        domain.check_changeable(row.state, "cancel")
+        rank = domain.STATE_OF_EVENT[contract.TRADE_CANCELLED][1]
+        row.state, row.state_rank, row.state_changed_at = "cancelled", rank, now
+        row.cancel_reason = reason
+        uow.session.add(
+            TradeVersionRow(
+                trade_id=row.trade_id,
+                version=row.version,
+                change="cancel",
+                terms=_as_request(terms_of(row)),
+                changed_fields=[],
+                reason=reason,
+                actor=principal.actor,
+                at=now,
+            )
+        )
+        data = contract.TradeCancelled(
+            trade_id=row.trade_id,
+            client_trade_id=row.client_trade_id,
+            account=row.account,
+            desk=row.desk,
+            version=row.version,
+            reason=reason,
+        ).model_dump(mode="json")
+        uow.outbox.put(
+            new_event(
+                type=contract.TRADE_CANCELLED,
+                version=contract.TRADE_CANCELLED_VERSION,
+                source="gateway",
+                subject=row.trade_id,
+                correlation_id=row.trade_id,
+                actor=principal.actor,
+                data=data,
+                time=now,
+            ),
+            topic=TRADE_EVENTS,
+            key=row.account,
+        )
+        await uow.commit()
+        return row, True
 
 
 async def record_progress(event: Envelope, uow: UnitOfWork) -> None:
@@ -122,6 +352,12 @@ async def record_progress(event: Envelope, uow: UnitOfWork) -> None:
     )
     state = domain.STATE_OF_EVENT.get(event.type)
     if state is not None:
+        version = event.data.get("version")
         await repository.raise_state(
-            uow.session, trade_id=trade_id, state=state[0], rank=state[1], at=event.time
+            uow.session,
+            trade_id=trade_id,
+            state=state[0],
+            rank=state[1],
+            at=event.time,
+            version=version if isinstance(version, int) else None,
         )

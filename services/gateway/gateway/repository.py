@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gateway.domain import Trade
-from gateway.tables import DeskAccountRow, TimelineRow, TradeRow
+from gateway.tables import (
+    ClientLimitRow,
+    DeskAccountRow,
+    TimelineRow,
+    TradeRow,
+    TradeVersionRow,
+)
 
 
 async def desk_of_account(session: AsyncSession, account: str) -> str | None:
@@ -19,52 +25,55 @@ async def desk_of_account(session: AsyncSession, account: str) -> str | None:
     return desk
 
 
-async def insert_trade(
-    session: AsyncSession, trade: Trade, request: dict[str, object]
-) -> TradeRow | None:
-    """Insert unless the client already sent this client_trade_id; the row if inserted."""
-    values = {
-        "trade_id": trade.trade_id,
-        "client": trade.client,
-        "client_trade_id": trade.client_trade_id,
-        "account": trade.account,
-        "desk": trade.desk,
-        "side": trade.side,
-        "isin": trade.isin,
-        "quantity": trade.quantity,
-        "price": trade.price,
-        "currency": trade.currency,
-        "trade_date": trade.trade_date,
-        "trade_time": trade.trade_time,
-        "venue": trade.venue,
-        "counterparty_lei": trade.counterparty_lei,
-        "settlement_type": trade.settlement_type,
-        "request": request,
-        "request_hash": trade.request_hash,
-        "received_at": trade.received_at,
-        "state": "captured",
-        "state_rank": 10,
-        "state_changed_at": trade.received_at,
-    }
-    inserted = await session.scalar(
-        insert(TradeRow)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=["client", "client_trade_id"])
-        .returning(TradeRow.trade_id)
+async def desks_of_accounts(session: AsyncSession, accounts: list[str]) -> dict[str, str]:
+    rows = await session.execute(
+        sa.select(DeskAccountRow.account, DeskAccountRow.desk).where(
+            DeskAccountRow.account.in_(accounts)
+        )
     )
-    return TradeRow(**values) if inserted is not None else None
+    return {account: desk for account, desk in rows.tuples()}
 
 
-async def trade_by_client_id(
-    session: AsyncSession, client: str, client_trade_id: str
-) -> TradeRow | None:
+async def insert_trades(session: AsyncSession, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert the rows unless their client already sent the client_trade_id; the trade_ids
+    inserted. A concurrent insert of the same key waits for the other transaction."""
+    if not rows:
+        return set()
+    result = await session.execute(
+        insert(TradeRow)
+        .on_conflict_do_nothing(index_elements=["client", "client_trade_id"])
+        .returning(TradeRow.trade_id),
+        rows,
+    )
+    return set(result.scalars())
+
+
+async def trades_by_client_ids(
+    session: AsyncSession, client: str, client_trade_ids: list[str]
+) -> dict[str, TradeRow]:
+    rows = await session.execute(
+        sa.select(TradeRow).where(
+            TradeRow.client == client, TradeRow.client_trade_id.in_(client_trade_ids)
+        )
+    )
+    return {row.client_trade_id: row for row in rows.scalars()}
+
+
+async def client_limit(session: AsyncSession, client: str) -> tuple[float, int] | None:
+    row = await session.get(ClientLimitRow, client)
+    return (float(row.requests_per_second), row.burst) if row is not None else None
+
+
+async def lock_trade(session: AsyncSession, trade_id: str) -> TradeRow | None:
     return (
         await session.execute(
-            sa.select(TradeRow).where(
-                TradeRow.client == client, TradeRow.client_trade_id == client_trade_id
-            )
+            sa.select(TradeRow).where(TradeRow.trade_id == trade_id).with_for_update()
         )
     ).scalar_one_or_none()
+
+
+def add_version(session: AsyncSession, row: TradeVersionRow) -> None:
+    session.add(row)
 
 
 async def get_trade(session: AsyncSession, trade_id: str) -> TradeRow | None:
@@ -74,15 +83,32 @@ async def get_trade(session: AsyncSession, trade_id: str) -> TradeRow | None:
 async def find_trades(
     session: AsyncSession,
     *,
-    client_trade_id: str | None,
     accounts: list[str] | None,
+    client_trade_id: str | None = None,
+    account: str | None = None,
+    state: str | None = None,
+    trade_date: date | None = None,
+    after: tuple[datetime, str] | None = None,
     limit: int,
 ) -> list[TradeRow]:
-    query = sa.select(TradeRow).order_by(TradeRow.received_at.desc()).limit(limit)
-    if client_trade_id is not None:
-        query = query.where(TradeRow.client_trade_id == client_trade_id)
+    """Newest first, keyset-paged on (received_at, trade_id) after the cursor `after`."""
+    query = (
+        sa.select(TradeRow)
+        .order_by(TradeRow.received_at.desc(), TradeRow.trade_id.desc())
+        .limit(limit)
+    )
     if accounts is not None:
         query = query.where(TradeRow.account.in_(accounts))
+    if client_trade_id is not None:
+        query = query.where(TradeRow.client_trade_id == client_trade_id)
+    if account is not None:
+        query = query.where(TradeRow.account == account)
+    if state is not None:
+        query = query.where(TradeRow.state == state)
+    if trade_date is not None:
+        query = query.where(TradeRow.trade_date == trade_date)
+    if after is not None:
+        query = query.where(sa.tuple_(TradeRow.received_at, TradeRow.trade_id) < sa.tuple_(*after))
     return list((await session.execute(query)).scalars())
 
 
@@ -135,10 +161,17 @@ async def record_timeline(
 
 
 async def raise_state(
-    session: AsyncSession, *, trade_id: str, state: str, rank: int, at: datetime
+    session: AsyncSession,
+    *,
+    trade_id: str,
+    state: str,
+    rank: int,
+    at: datetime,
+    version: int | None,
 ) -> None:
-    await session.execute(
-        sa.update(TradeRow)
-        .where(TradeRow.trade_id == trade_id, TradeRow.state_rank < rank)
-        .values(state=state, state_rank=rank, state_changed_at=at)
-    )
+    """Move the trade to `state` if it ranks higher than its current one; an event about an
+    older version of the trade (it carries `version`) no longer moves it."""
+    query = sa.update(TradeRow).where(TradeRow.trade_id == trade_id, TradeRow.state_rank < rank)
+    if version is not None:
+        query = query.where(TradeRow.version <= version)
+    await session.execute(query.values(state=state, state_rank=rank, state_changed_at=at))

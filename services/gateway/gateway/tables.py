@@ -40,6 +40,34 @@ class TradeRow(Base):
     state: Mapped[str] = mapped_column(sa.Text)
     state_rank: Mapped[int] = mapped_column(sa.Integer)
     state_changed_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    cusip: Mapped[str | None] = mapped_column(sa.Text)
+    version: Mapped[int] = mapped_column(sa.Integer, server_default="1")
+    cancel_reason: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class TradeVersionRow(Base):
+    """Each amendment or cancellation: the terms after it, who, when and why."""
+
+    __tablename__ = "trade_versions"
+
+    trade_id: Mapped[str] = mapped_column(sa.ForeignKey("trades.trade_id"), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    change: Mapped[str] = mapped_column(sa.Text)
+    terms: Mapped[dict[str, object]] = mapped_column(JSONB)
+    changed_fields: Mapped[list[str]] = mapped_column(JSONB)
+    reason: Mapped[str] = mapped_column(sa.Text)
+    actor: Mapped[str] = mapped_column(sa.Text)
+    at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class ClientLimitRow(Base):
+    """A client's own request rate, where it differs from the service default."""
+
+    __tablename__ = "client_limits"
+
+    client: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    requests_per_second: Mapped[Decimal] = mapped_column(sa.Numeric(12, 3))
+    burst: Mapped[int] = mapped_column(sa.Integer)
 
 
 class TimelineRow(Base):

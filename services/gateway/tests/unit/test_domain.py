@@ -124,20 +124,31 @@ def test_values_that_print_the_same_are_not_a_difference() -> None:
 
 
 TODAY = date(2026, 3, 4)
+NOW = datetime(2026, 3, 4, 16, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("trade_date", [TODAY, TODAY - timedelta(days=1), date(2020, 1, 2)])
 def test_a_trade_dated_today_or_earlier_is_accepted(trade_date: date) -> None:
     trade_time = datetime.combine(trade_date, datetime.min.time(), UTC) + timedelta(hours=14)
 
-    check_trade_date(trade_date, trade_time, TODAY)
+    check_trade_date(trade_date, trade_time, NOW)
+
+
+def test_the_next_day_is_today_at_a_venue_east_of_utc() -> None:
+    tokyo = timezone(timedelta(hours=9))
+
+    check_trade_date(TODAY + timedelta(days=1), datetime(2026, 3, 5, 0, 30, tzinfo=tokyo), NOW)
+    with pytest.raises(TradeDateInFuture, match="in the future"):
+        check_trade_date(
+            TODAY + timedelta(days=2), datetime(2026, 3, 6, 0, 30, tzinfo=tokyo), NOW
+        )
 
 
 def test_a_trade_dated_in_the_future_is_refused() -> None:
     tomorrow = TODAY + timedelta(days=1)
 
     with pytest.raises(TradeDateInFuture, match="in the future"):
-        check_trade_date(tomorrow, datetime(2026, 3, 5, 9, 30, tzinfo=UTC), TODAY)
+        check_trade_date(tomorrow, datetime(2026, 3, 5, 9, 30, tzinfo=UTC), NOW)
 
 
 @pytest.mark.parametrize(
@@ -152,7 +163,7 @@ def test_a_trade_time_on_another_date_than_the_trade_date_is_refused(
     trade_time: datetime,
 ) -> None:
     with pytest.raises(TradeDateInFuture, match="does not match"):
-        check_trade_date(date(2026, 3, 3), trade_time, TODAY)
+        check_trade_date(date(2026, 3, 3), trade_time, NOW)
 
 
 def rank(event_type: str) -> int:
