@@ -139,9 +139,7 @@ def test_the_next_day_is_today_at_a_venue_east_of_utc() -> None:
 
     check_trade_date(TODAY + timedelta(days=1), datetime(2026, 3, 5, 0, 30, tzinfo=tokyo), NOW)
     with pytest.raises(TradeDateInFuture, match="in the future"):
-        check_trade_date(
-            TODAY + timedelta(days=2), datetime(2026, 3, 6, 0, 30, tzinfo=tokyo), NOW
-        )
+        check_trade_date(TODAY + timedelta(days=2), datetime(2026, 3, 6, 0, 30, tzinfo=tokyo), NOW)
 
 
 def test_a_trade_dated_in_the_future_is_refused() -> None:

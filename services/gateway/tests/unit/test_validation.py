@@ -91,7 +91,11 @@ BAD: list[tuple[str, dict[str, Any], str]] = [
     ("price zero", {"price": "0"}, "price"),
     ("price with 11 decimals", {"price": "1.00000000001"}, "price"),
     ("price too large", {"price": "123456789.5"}, "price"),
-    ("trade date in the future", {"trade_date": "2026-11-23", "trade_time": "2026-11-23T10:00:00Z"}, "trade_date"),  # noqa: E501
+    (
+        "trade date in the future",
+        {"trade_date": "2026-11-23", "trade_time": "2026-11-23T10:00:00Z"},
+        "trade_date",
+    ),
     ("trade date not the trade time's date", {"trade_date": "2026-11-19"}, "trade_date"),
     ("trade time without an offset", {"trade_time": "2026-11-20T14:31:07"}, "trade_time"),
     ("trade time later today", {"trade_time": "2026-11-20T18:00:00Z"}, "trade_time"),
