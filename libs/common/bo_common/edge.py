@@ -63,10 +63,6 @@ class RateLimiter:
         bucket.tokens -= 1
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 class EdgeMiddleware:
     """413 for a body over `max_body_bytes` (by Content-Length, or counted as it streams),
     and a count and duration of every request by route template and status."""
@@ -82,39 +78,43 @@ class EdgeMiddleware:
             return
         started = time.perf_counter()
         status = 500
-        response_started = False
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status, response_started
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                response_started = True
-            await send(message)
 
         declared = _content_length(scope)
         received = 0
+        over = False
+        more_body = True
 
         async def receive_wrapper() -> Message:
-            nonlocal received
+            # Past the limit the route sees the body end there, and its answer is replaced.
+            nonlocal received, over, more_body
+            if over:
+                return {"type": "http.request", "body": b"", "more_body": False}
             message = await receive()
             if message["type"] == "http.request":
+                more_body = bool(message.get("more_body"))
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise _BodyTooLarge
+                    over = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
             return message
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if over:
+                if message["type"] == "http.response.start":
+                    status = 413
+                    await self._too_large(scope, receive, send, declared, more_body=more_body)
+                return
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
 
         try:
             if declared is not None and declared > self.max_body_bytes:
                 status = 413
-                await self._too_large(scope, send)
+                await self._too_large(scope, receive, send, declared)
             else:
-                try:
-                    await self.app(scope, receive_wrapper, send_wrapper)
-                except _BodyTooLarge:
-                    if response_started:
-                        raise
-                    status = 413
-                    await self._too_large(scope, send)
+                await self.app(scope, receive_wrapper, send_wrapper)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
@@ -122,7 +122,26 @@ class EdgeMiddleware:
             HTTP_REQUESTS.labels(self.service, method, path, str(status)).inc()
             HTTP_SECONDS.labels(self.service, method, path).observe(time.perf_counter() - started)
 
-    async def _too_large(self, scope: Scope, send: Send) -> None:
+    async def _too_large(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        declared: int | None,
+        *,
+        more_body: bool = True,
+    ) -> None:
+        # Read (and drop) a body of up to 8 times the limit, so that a client that writes
+        # its whole request before reading sees the 413 instead of a broken connection;
+        # a larger one is cut off.
+        cap = 8 * self.max_body_bytes
+        drained = 0
+        close = declared is not None and declared > cap
+        while more_body and not close:
+            message = await receive()
+            drained += len(message.get("body", b""))
+            more_body = message["type"] == "http.request" and bool(message.get("more_body"))
+            close = drained > cap
         body = problem_body(
             413,
             "Request too large",
@@ -136,7 +155,7 @@ class EdgeMiddleware:
                 "headers": [
                     (b"content-type", PROBLEM_JSON.encode()),
                     (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
+                    *([(b"connection", b"close")] if close else []),
                 ],
             }
         )
