@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/bo bench --trades $${TRADES:-5000}
+	$(BIN)/bo bench --trades $${TRADES:-2000} --rate $${RATE:-200} --batch-trades $${BATCH_TRADES:-20000}
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -98,31 +98,100 @@ async def postgres_baseline(database_url: str, inserts: int) -> dict[str, float]
     return {"inserts": inserts, "seconds": elapsed, "commits_per_second": inserts / elapsed}
 
 
-async def intake(
-    stack: Stack, key: str, trades: list[dict[str, str]], concurrency: int
-) -> tuple[list[str], float, float]:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(
-        base_url=stack.url("gateway"), timeout=60, limits=limits
-    ) as client:
-        queue: asyncio.Queue[dict[str, str]] = asyncio.Queue()
-        for trade in trades:
-            queue.put_nowait(trade)
-        trade_ids: list[str] = []
+def _client(stack: Stack, connections: int) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(base_url=stack.url("gateway"), timeout=60, limits=limits)
 
-        async def worker() -> None:
-            while not queue.empty():
-                trade = queue.get_nowait()
-                response = await client.post(
-                    "/v1/trades", json=trade, headers={"Authorization": f"Bearer {key}"}
-                )
-                response.raise_for_status()
-                trade_ids.append(response.json()["trade_id"])
+
+async def single_trades_at_rate(
+    stack: Stack, key: str, trades: list[dict[str, str]], rate: float
+) -> dict[str, Any]:
+    """Open loop: trade n is sent at start + n / rate whatever the answers before it, so a
+    slow answer cannot hide later ones (no coordinated omission). Latency per request."""
+    headers = {"Authorization": f"Bearer {key}"}
+    latencies_ms: list[float] = []
+    trade_ids: list[str] = []
+    errors: list[str] = []
+    async with _client(stack, 256) as client:
+        await client.get("/healthz")
+
+        async def one(trade: dict[str, str], at: float) -> None:
+            await asyncio.sleep(max(0.0, at - time.perf_counter()))
+            sent = time.perf_counter()
+            try:
+                response = await client.post("/v1/trades", json=trade, headers=headers)
+            except httpx.TransportError as error:
+                errors.append(repr(error))
+                return
+            latencies_ms.append((time.perf_counter() - sent) * 1000)
+            if response.status_code != 201:
+                errors.append(f"{response.status_code}: {response.text[:200]}")
+                return
+            trade_ids.append(response.json()["trade_id"])
 
         started = time.perf_counter()
         started_wall = time.time()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return trade_ids, time.perf_counter() - started, started_wall
+        await asyncio.gather(*(one(t, started + n / rate) for n, t in enumerate(trades)))
+        seconds = time.perf_counter() - started
+    return {
+        "trade_ids": trade_ids,
+        "started_wall": started_wall,
+        "requests": len(trades),
+        "target_rate": rate,
+        "achieved_rate": len(trades) / seconds,
+        "latency_ms": _percentiles(latencies_ms),
+        "errors": len(errors),
+        "first_errors": errors[:5],
+    }
+
+
+async def batch_intake(
+    stack: Stack, key: str, trades: list[dict[str, str]], batch_size: int, clients: int
+) -> dict[str, Any]:
+    """Trades through POST /v1/trades/batch, `clients` batches in flight at a time."""
+    headers = {"Authorization": f"Bearer {key}"}
+    batches = [trades[i : i + batch_size] for i in range(0, len(trades), batch_size)]
+    queue: asyncio.Queue[list[dict[str, str]]] = asyncio.Queue()
+    for batch in batches:
+        queue.put_nowait(batch)
+    created = 0
+    latencies_ms: list[float] = []
+    async with _client(stack, clients) as client:
+
+        async def worker() -> None:
+            nonlocal created
+            while not queue.empty():
+                batch = queue.get_nowait()
+                sent = time.perf_counter()
+                response = await client.post(
+                    "/v1/trades/batch", json={"trades": batch}, headers=headers
+                )
+                latencies_ms.append((time.perf_counter() - sent) * 1000)
+                response.raise_for_status()
+                created += response.json()["created"]
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        seconds = time.perf_counter() - started
+    if created != len(trades):
+        raise RuntimeError(f"batch intake created {created} of {len(trades)} trades")
+    return {
+        "trades": len(trades),
+        "batch_size": batch_size,
+        "clients": clients,
+        "seconds": seconds,
+        "trades_per_second": len(trades) / seconds,
+        "batch_latency_ms": _percentiles(latencies_ms),
+    }
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": statistics.median(values),
+        "p95": percentile(values, 0.95),
+        "p99": percentile(values, 0.99),
+        "max": max(values),
+    }
 
 
 APPLIED_SQL = {
@@ -174,20 +243,22 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def measure(
-    stack: Stack, keys: dict[str, str], trades: int, concurrency: int
+    stack: Stack, keys: dict[str, str], *, trades: int, rate: float, batch_trades: int
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
-    sample = _trade(0, run)
     envelope_size = 900  # a trade.captured envelope with this trade is about this size
     log("baseline: broker produce+consume")
     broker = await broker_baseline(stack.bootstrap, max(trades * 4, 20000), envelope_size)
     log("baseline: PostgreSQL single-row insert commits")
     postgres = await postgres_baseline(stack.database_url(BY_NAME["gateway"]), 3000)
-    log(f"posting {trades} trades with {concurrency} concurrent clients")
-    orders = [_trade(n, run) for n in range(trades)]
-    trade_ids, intake_seconds, started_wall = await intake(
-        stack, keys["trader"], orders, concurrency
+
+    log(f"single trades: {trades} at {rate:.0f}/s (open loop), everything else running")
+    singles = await single_trades_at_rate(
+        stack, keys["trader"], [_trade(n, run) for n in range(trades)], rate
     )
+    trade_ids = singles.pop("trade_ids")
+    started_wall = singles.pop("started_wall")
+    log("end to end: waiting for every service to apply those trades")
     applied = await wait_applied(stack, trade_ids, timeout_s=max(120, trades / 5))
     finished = max(max(v.values()) for k, v in applied.items() if k != "gateway")
     end_to_end_seconds = finished.timestamp() - started_wall
@@ -196,28 +267,26 @@ async def measure(
         received = applied["gateway"][trade_id]
         done = max(applied[name][trade_id] for name in APPLIED_SQL)
         latencies_ms.append((done - received).total_seconds() * 1000)
-    intake_rate = trades / intake_seconds
-    throughput = trades / end_to_end_seconds
+    throughput = len(trade_ids) / end_to_end_seconds
+
+    log(f"batch intake: {batch_trades} trades in batches of 1,000, 2 clients")
+    batch_orders = [_trade(trades + n, run) for n in range(batch_trades)]
+    batches = await batch_intake(stack, keys["trader"], batch_orders, 1000, clients=2)
+    intake_rate = batches["trades_per_second"]
     return {
         "when": datetime.now(UTC).isoformat(),
         "machine": {"python": platform.python_version(), "cpus": _cpus()},
         "trades": trades,
-        "concurrency": concurrency,
-        "sample_trade": sample,
-        "intake": {"seconds": intake_seconds, "trades_per_second": intake_rate},
+        "single_trades": singles,
+        "batch_intake": batches,
         "end_to_end": {
             "seconds": end_to_end_seconds,
             "trades_per_second": throughput,
-            "latency_ms": {
-                "p50": statistics.median(latencies_ms),
-                "p95": percentile(latencies_ms, 0.95),
-                "p99": percentile(latencies_ms, 0.99),
-                "max": max(latencies_ms),
-            },
+            "latency_ms": _percentiles(latencies_ms),
         },
         "baselines": {"broker": broker, "postgres_single_row_commits": postgres},
         "ratios": {
-            "intake_per_postgres_commit": intake_rate / postgres["commits_per_second"],
+            "batch_intake_per_postgres_commit": intake_rate / postgres["commits_per_second"],
             "end_to_end_per_postgres_commit": throughput / postgres["commits_per_second"],
             "end_to_end_per_broker_message": throughput / broker["messages_per_second"],
         },
@@ -232,13 +301,31 @@ def _cpus() -> int:
 
 def print_table(result: dict[str, Any]) -> None:
     e2e = result["end_to_end"]
+    single = result["single_trades"]
+    batch = result["batch_intake"]
     rows = [
-        ("trades", f"{result['trades']}"),
-        ("intake (POST /v1/trades)", f"{result['intake']['trades_per_second']:.0f} trades/s"),
+        ("single trades (POST /v1/trades)", f"{single['requests']}"),
+        (
+            "  offered rate / achieved",
+            f"{single['target_rate']:.0f} / {single['achieved_rate']:.0f}/s",
+        ),
+        (
+            "  latency p50 / p95",
+            f"{single['latency_ms']['p50']:.1f} / {single['latency_ms']['p95']:.1f} ms",
+        ),
+        (
+            "  latency p99 / max",
+            f"{single['latency_ms']['p99']:.1f} / {single['latency_ms']['max']:.1f} ms",
+        ),
         ("end-to-end throughput", f"{e2e['trades_per_second']:.0f} trades/s"),
         ("end-to-end latency p50", f"{e2e['latency_ms']['p50']:.0f} ms"),
         ("end-to-end latency p95", f"{e2e['latency_ms']['p95']:.0f} ms"),
         ("end-to-end latency p99", f"{e2e['latency_ms']['p99']:.0f} ms"),
+        ("batch intake (1,000 a batch)", f"{batch['trades_per_second']:.0f} trades/s"),
+        (
+            "  batch latency p50 / p99",
+            f"{batch['batch_latency_ms']['p50']:.0f} / {batch['batch_latency_ms']['p99']:.0f} ms",
+        ),
         (
             "broker raw produce+consume",
             f"{result['baselines']['broker']['messages_per_second']:.0f} msg/s",
@@ -248,8 +335,8 @@ def print_table(result: dict[str, Any]) -> None:
             f"{result['baselines']['postgres_single_row_commits']['commits_per_second']:.0f}/s",
         ),
         (
-            "intake / PostgreSQL commit rate",
-            f"{result['ratios']['intake_per_postgres_commit']:.4f}",
+            "batch intake / PostgreSQL commit rate",
+            f"{result['ratios']['batch_intake_per_postgres_commit']:.4f}",
         ),
         (
             "end-to-end / PostgreSQL commit rate",
@@ -267,20 +354,38 @@ def print_table(result: dict[str, Any]) -> None:
     print()
 
 
-def main(*, trades: int, concurrency: int) -> int:
+def main(*, trades: int, rate: float, batch_trades: int) -> int:
     stack = Stack(isolated_config("bench", extra_env={"LOG_LEVEL": "WARNING"}))
     try:
         stack.prepare()
         stack.start_all()
         stack.wait_ready(timeout_s=90)
         keys = set_up_demo(stack, keys_file=None)
-        result = asyncio.run(measure(stack, keys, trades, concurrency))
+        asyncio.run(_unlimited(stack, "dev-trader"))
+        result = asyncio.run(
+            measure(stack, keys, trades=trades, rate=rate, batch_trades=batch_trades)
+        )
     finally:
         stack.stop_all()
     write_json(ROOT / "var" / "bench" / "latest.json", result)
     print_table(result)
     log(f"figures written to {ROOT / 'var' / 'bench' / 'latest.json'}")
     return 0
+
+
+async def _unlimited(stack: Stack, client: str) -> None:
+    """The bench's client gets a rate limit far above what it offers."""
+    from bo_common.db import make_engine, make_sessionmaker
+    from bo_common.unit_of_work import UnitOfWork
+    from gateway import admin
+
+    engine = make_engine(stack.database_url(BY_NAME["gateway"]), pool_size=1)
+    try:
+        await admin.set_client_limit(
+            UnitOfWork(make_sessionmaker(engine)), client=client, per_second=100_000
+        )
+    finally:
+        await engine.dispose()
 
 
 __all__ = ["json", "main"]

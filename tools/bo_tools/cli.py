@@ -174,7 +174,7 @@ def _run(_: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from bo_tools.bench import main as bench_main
 
-    return bench_main(trades=args.trades, concurrency=args.concurrency)
+    return bench_main(trades=args.trades, rate=args.rate, batch_trades=args.batch_trades)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,8 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     topics_create.set_defaults(func=_topics_create)
     commands.add_parser("run", help="run everything locally (make run)").set_defaults(func=_run)
     bench = commands.add_parser("bench", help="measure intake and end-to-end (make bench)")
-    bench.add_argument("--trades", type=int, default=5000)
-    bench.add_argument("--concurrency", type=int, default=32)
+    bench.add_argument(
+        "--trades", type=int, default=2000, help="single trades, sent at --rate (open loop)"
+    )
+    bench.add_argument("--rate", type=float, default=200.0, help="single trades a second")
+    bench.add_argument(
+        "--batch-trades", type=int, default=20000, help="trades sent in batches of 1,000"
+    )
     bench.set_defaults(func=_bench)
 
     args = parser.parse_args(argv)

@@ -8,12 +8,22 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bo_common.auth import NotAuthenticated, NotAuthorised
 from bo_common.logs import get_logger
 
 log = get_logger(__name__)
+
+# Database errors that a retry cannot cure are bugs (500); the rest (connections refused,
+# dropped or exhausted, pool timeouts) are the database being away or busy (503).
+_DATABASE_BUGS = (
+    sa_exc.IntegrityError,
+    sa_exc.DataError,
+    sa_exc.ProgrammingError,
+    sa_exc.NotSupportedError,
+)
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -123,6 +133,20 @@ def install_problem_handlers(app: FastAPI) -> None:
             str(error.detail),
             instance=request.url.path,
             headers=getattr(error, "headers", None),
+        )
+
+    @app.exception_handler(sa_exc.DBAPIError)
+    @app.exception_handler(sa_exc.TimeoutError)
+    async def _database(request: Request, error: Exception) -> JSONResponse:
+        if isinstance(error, _DATABASE_BUGS):
+            return await _unexpected(request, error)
+        log.warning("database_unavailable", path=request.url.path, error=str(error)[:300])
+        return problem_response(
+            503,
+            "Service unavailable",
+            "the database is unavailable or busy; nothing was applied, retry shortly",
+            instance=request.url.path,
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(Exception)

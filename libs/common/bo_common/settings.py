@@ -43,7 +43,9 @@ class ServiceSettings(BaseSettings):
     handler_attempts: int = 3
     outbox_poll_interval_ms: int = 500
     outbox_batch_size: int = 1000
-    db_pool_size: int = 10
+    # Connections per process, and as many again under a burst: 6 services of 2 x 5 stay
+    # well inside PostgreSQL's default of 100 connections.
+    db_pool_size: int = 5
     # Per API key and process (token bucket); a client can have its own (`bo keys limit`).
     rate_limit_per_s: float = Field(default=200.0, gt=0)
     rate_limit_burst: int = Field(default=400, ge=1)
