@@ -7,5 +7,9 @@ from compliance_monitor import handlers
 
 subscription = Subscription(
     topics=[TRADE_EVENTS, SETTLEMENT_EVENTS],
-    handlers={gateway_contract.TRADE_CAPTURED: handlers.evaluate_trade},
+    handlers={
+        gateway_contract.TRADE_CAPTURED: handlers.evaluate_trade,
+        gateway_contract.TRADE_AMENDED: handlers.evaluate_amendment,
+        gateway_contract.TRADE_CANCELLED: handlers.cancel_trade,
+    },
 )
