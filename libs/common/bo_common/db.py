@@ -121,8 +121,11 @@ def drop_plumbing_tables() -> None:
 
 
 def make_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+    # No pre-ping (a round trip on every checkout, on the hot path): a connection the server
+    # dropped fails its statement once, SQLAlchemy discards it and the pool reconnects; the
+    # API answers that one request 503 with Retry-After and the consume loop retries.
     return create_async_engine(
-        database_url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        database_url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
     )
 
 

@@ -25,13 +25,25 @@ async def desk_of_account(session: AsyncSession, account: str) -> str | None:
     return desk
 
 
+# An account never moves to another desk (`bo desks create` refuses it), so a desk once
+# read stays right; only unknown accounts are asked again (a new account works at once).
+_DESK_OF_ACCOUNT: dict[str, str] = {}
+
+
 async def desks_of_accounts(session: AsyncSession, accounts: list[str]) -> dict[str, str]:
-    rows = await session.execute(
-        sa.select(DeskAccountRow.account, DeskAccountRow.desk).where(
-            DeskAccountRow.account.in_(accounts)
+    found = {a: _DESK_OF_ACCOUNT[a] for a in accounts if a in _DESK_OF_ACCOUNT}
+    missing = [a for a in accounts if a not in found]
+    if missing:
+        rows = await session.execute(
+            sa.select(DeskAccountRow.account, DeskAccountRow.desk).where(
+                DeskAccountRow.account.in_(missing)
+            )
         )
-    )
-    return {account: desk for account, desk in rows.tuples()}
+        for account, desk in rows.tuples():
+            found[account] = desk
+            if len(_DESK_OF_ACCOUNT) < 1_000_000:
+                _DESK_OF_ACCOUNT[account] = desk
+    return found
 
 
 async def insert_trades(session: AsyncSession, rows: list[dict[str, Any]]) -> set[str]:

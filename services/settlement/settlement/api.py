@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -11,12 +12,21 @@ from bo_common.auth import Principal, Role
 from bo_common.problems import Problem
 from bo_common.runtime import READERS, RuntimeDep, roles
 from settlement import domain, handlers
-from settlement.schemas import InstructionOut, ObligationOut, SsiIn, SsiOut
-from settlement.tables import InstructionRow, ObligationRow, SsiRow
+from settlement.schemas import (
+    ExceptionOut,
+    ExceptionResolutionIn,
+    InstructionOut,
+    ObligationOut,
+    RefusedChangeOut,
+    SsiIn,
+    SsiOut,
+)
+from settlement.tables import InstructionRow, ObligationRow, RefusedChangeRow, SsiRow
 
 router = APIRouter(prefix="/v1", tags=["settlement"])
 Reader = Annotated[Principal, Depends(roles(*READERS))]
 ReferenceDataEditor = Annotated[Principal, Depends(roles(Role.OPS, Role.ADMIN))]
+Operator = Annotated[Principal, Depends(roles(Role.OPS, Role.ADMIN))]
 
 
 @router.get("/obligations", response_model=list[ObligationOut])
@@ -30,16 +40,89 @@ async def list_obligations(
         query = query.where(ObligationRow.state == state)
     async with runtime.sessions() as session:
         rows = (await session.execute(query)).scalars()
-        return [ObligationOut.model_validate(r, from_attributes=True) for r in rows]
+        return [_obligation(r) for r in rows]
 
 
 @router.get(
     "/exceptions",
-    response_model=list[ObligationOut],
-    summary="Obligations that cannot proceed (no SSI)",
+    response_model=list[ExceptionOut],
+    summary="Obligations operations must look at",
+    description=(
+        "Obligations that cannot proceed because the counterparty has no SSI for the market "
+        "(kind needs_ssi; they leave the queue when one is added), and amendments or "
+        "cancellations refused because the trade was already instructed (kind "
+        "change_refused; they leave the queue when resolved). Newest first."
+    ),
 )
-async def list_exceptions(_: Reader, runtime: RuntimeDep) -> list[ObligationOut]:
-    return await list_obligations(_, runtime, state="needs_ssi")
+async def list_exceptions(_: Reader, runtime: RuntimeDep) -> list[ExceptionOut]:
+    async with runtime.sessions() as session:
+        waiting = (
+            await session.execute(
+                sa.select(ObligationRow)
+                .where(ObligationRow.state == "needs_ssi")
+                .order_by(ObligationRow.updated_at.desc())
+                .limit(500)
+            )
+        ).scalars()
+        items = [
+            ExceptionOut(
+                **_obligation(row).model_dump(), kind="needs_ssi", raised_at=row.updated_at
+            )
+            for row in waiting
+        ]
+        refused = await session.execute(
+            sa.select(RefusedChangeRow, ObligationRow)
+            .join(ObligationRow, ObligationRow.trade_id == RefusedChangeRow.trade_id)
+            .where(RefusedChangeRow.resolved_at.is_(None))
+            .order_by(RefusedChangeRow.refused_at.desc())
+            .limit(500)
+        )
+        items += [
+            ExceptionOut(
+                **_obligation(row).model_dump(),
+                kind="change_refused",
+                raised_at=refusal.refused_at,
+                exception_id=refusal.refusal_id,
+                change=refusal.change,
+                change_version=refusal.version,
+                reason=refusal.reason,
+                requested_reason=refusal.requested_reason,
+            )
+            for refusal, row in refused.tuples()
+        ]
+    return sorted(items, key=lambda item: item.raised_at, reverse=True)
+
+
+@router.post(
+    "/exceptions/{exception_id}/resolve",
+    response_model=RefusedChangeOut,
+    summary="Close a refused change once operations have dealt with it",
+)
+async def resolve_exception(
+    exception_id: str, body: ExceptionResolutionIn, principal: Operator, runtime: RuntimeDep
+) -> RefusedChangeOut:
+    uow = runtime.unit_of_work()
+    async with uow:
+        row = await uow.session.get(RefusedChangeRow, exception_id, with_for_update=True)
+        if row is None:
+            raise Problem(404, "Not found", f"no refused change '{exception_id}'")
+        if row.resolved_at is None:
+            row.resolved_at = datetime.now(UTC)
+            row.resolved_by = principal.actor
+            row.resolution = body.resolution
+            await uow.commit()
+        elif row.resolution != body.resolution:
+            raise Problem(
+                409,
+                "Already resolved",
+                f"refused change '{exception_id}' was resolved by {row.resolved_by} at "
+                f"{row.resolved_at.isoformat()}",
+            )
+    return RefusedChangeOut.model_validate(row, from_attributes=True)
+
+
+def _obligation(row: ObligationRow) -> ObligationOut:
+    return ObligationOut.model_validate(row, from_attributes=True)
 
 
 @router.get("/instructions/{instruction_id}", response_model=InstructionOut)

@@ -11,6 +11,8 @@ subscription = Subscription(
     topics=[TRADE_EVENTS, COMPLIANCE_EVENTS, CSD_STATUS],
     handlers={
         gateway_contract.TRADE_CAPTURED: handlers.create_obligation,
+        gateway_contract.TRADE_AMENDED: handlers.amend_obligation,
+        gateway_contract.TRADE_CANCELLED: handlers.cancel_obligation,
         compliance_contract.TRADE_CLEARED: handlers.record_compliance_decision,
         compliance_contract.TRADE_HELD: handlers.record_compliance_decision,
         "compliance.trade_released": handlers.record_compliance_decision,

@@ -1,4 +1,5 @@
-"""Settlement domain: settlement dates, obligations and the instructions that settle them.
+"""Settlement domain: settlement dates, obligations, the instructions that settle them, and
+what an amendment or cancellation of the trade does to its obligation.
 
 No I/O: the business-day calendar, time and ids are arguments.
 """
@@ -48,6 +49,54 @@ def settlement_date(
 ) -> tuple[date, int]:
     days = cycle_days(market, trade_date)
     return calendar_for(market.calendar).add(trade_date, days), days
+
+
+@dataclass(frozen=True)
+class ObligationTerms:
+    """What settlement owes or is owed for one version of a trade."""
+
+    side: str
+    isin: str
+    quantity: Decimal
+    amount: Decimal
+    currency: str
+    trade_date: date
+    settlement_date: date
+    cycle_days: int
+    market: str
+    counterparty_lei: str
+    settlement_type: str
+
+
+def obligation_terms(
+    *,
+    side: str,
+    isin: str,
+    quantity: Decimal,
+    amount: Decimal,
+    currency: str,
+    trade_date: date,
+    counterparty_lei: str,
+    settlement_type: str,
+    calendar_for: Callable[[str], BusinessDays],
+) -> ObligationTerms:
+    """The obligation of a trade's terms, at capture and again at each amendment: the market
+    from the ISIN, the settlement date from that market's cycle and calendar."""
+    market = market_for(isin)
+    settle_on, cycle = settlement_date(market, trade_date, calendar_for)
+    return ObligationTerms(
+        side=side,
+        isin=isin,
+        quantity=quantity,
+        amount=amount,
+        currency=currency,
+        trade_date=trade_date,
+        settlement_date=settle_on,
+        cycle_days=cycle,
+        market=market.code,
+        counterparty_lei=counterparty_lei,
+        settlement_type=settlement_type,
+    )
 
 
 ObligationState = Literal[
@@ -126,3 +175,58 @@ CSD_OUTCOME_STATE: dict[str, ObligationState] = {
     "partially_settled": "partially_settled",
     "failed": "failed",
 }
+
+
+# --- amendments and cancellations ------------------------------------------------------
+# Until an instruction has gone to the depository the obligation follows the trade; after,
+# the instruction stands and the change goes to operations (the exception queue).
+
+AmendmentAction = Literal["apply", "stale", "cancelled", "refuse"]
+CancellationAction = Literal["cancel", "already_cancelled", "refuse"]
+Change = Literal["amend", "cancel"]
+
+
+def amendment_action(
+    *, current_version: int, amendment_version: int, instructed: bool, cancelled: bool
+) -> AmendmentAction:
+    """What an amendment to `amendment_version` does to an obligation at `current_version`.
+
+    - stale: a version the obligation already has (a redelivery or a late duplicate): no-op;
+    - cancelled: the trade was cancelled, nothing brings it back: no-op;
+    - refuse: an instruction was sent, which an amendment cannot change;
+    - apply: recompute the obligation from the new terms.
+    """
+    if amendment_version <= current_version:
+        return "stale"
+    if cancelled:
+        return "cancelled"
+    if instructed:
+        return "refuse"
+    return "apply"
+
+
+def cancellation_action(*, instructed: bool, cancelled: bool) -> CancellationAction:
+    if cancelled:
+        return "already_cancelled"
+    if instructed:
+        return "refuse"
+    return "cancel"
+
+
+def decision_counts(*, decision_version: int, obligation_version: int) -> bool:
+    """Compliance's decision applies to the terms it evaluated: only a decision about the
+    obligation's current version may release (or hold) it. One about an older version is a
+    late answer about terms that no longer exist; one about a newer version waits for the
+    amendment that brings those terms."""
+    return decision_version == obligation_version
+
+
+def refusal_reason(
+    *, change: Change, trade_id: str, instruction_id: str, instruction_state: str
+) -> str:
+    verb = "amended" if change == "amend" else "cancelled"
+    return (
+        f"trade {trade_id} cannot be {verb} by settlement: instruction {instruction_id} was "
+        f"already sent to the depository (state {instruction_state}); the instruction stands "
+        "until operations unwind it at the depository"
+    )

@@ -1,9 +1,12 @@
-"""Settlement use cases: trade captured → obligation; compliance and SSIs release it to an
-instruction; the depository's status moves it to matched, settled or failed."""
+"""Settlement use cases: trade captured → obligation; amended → recomputed at the new
+version, cancelled → cancelled (both refused once instructed); compliance's decision on the
+current version and SSIs release it to an instruction; the depository's status moves it to
+matched, settled or failed."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -15,12 +18,22 @@ from bo_common.contracts import csd as csd_contract
 from bo_common.contracts import gateway as gateway_contract
 from bo_common.contracts import settlement as contract
 from bo_common.envelope import Envelope, new_event
+from bo_common.logs import get_logger
 from bo_common.topics import CSD_INSTRUCTIONS, SETTLEMENT_EVENTS
 from bo_common.unit_of_work import UnitOfWork
 from settlement import domain
 from settlement.calendars import business_days
 from settlement.markets import MARKETS
-from settlement.tables import ComplianceDecisionRow, InstructionRow, ObligationRow, SsiRow
+from settlement.tables import (
+    CancellationRow,
+    ComplianceDecisionRow,
+    InstructionRow,
+    ObligationRow,
+    RefusedChangeRow,
+    SsiRow,
+)
+
+log = get_logger(__name__)
 
 ACTOR = "service:settlement"
 
@@ -56,29 +69,58 @@ def _emit(
     )
 
 
-async def create_obligation(event: Envelope, uow: UnitOfWork) -> None:
-    trade = gateway_contract.TradeCaptured.model_validate(event.data)
-    market = domain.market_for(trade.isin)
-    settle_on, cycle = domain.settlement_date(market, trade.trade_date, business_days)
-    now = datetime.now(UTC)
-    obligation_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"obligation:{trade.trade_id}"))
+def obligation_id_of(trade_id: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"obligation:{trade_id}"))
+
+
+def _terms_of(trade: gateway_contract.TradeCaptured) -> domain.ObligationTerms:
+    return domain.obligation_terms(
+        side=trade.side,
+        isin=trade.isin,
+        quantity=trade.quantity,
+        amount=trade.gross_amount,
+        currency=trade.currency,
+        trade_date=trade.trade_date,
+        counterparty_lei=trade.counterparty_lei,
+        settlement_type=trade.settlement_type,
+        calendar_for=business_days,
+    )
+
+
+def _obligation_data(row: ObligationRow) -> dict[str, Any]:
+    return contract.ObligationCreated(
+        trade_id=row.trade_id,
+        obligation_id=row.obligation_id,
+        account=row.account,
+        settlement_date=row.settlement_date,
+        market=row.market,
+        cycle_days=row.cycle_days,
+        version=row.version,
+    ).model_dump(mode="json")
+
+
+async def _lock_obligation(uow: UnitOfWork, trade_id: str) -> ObligationRow | None:
+    return (
+        await uow.session.execute(
+            sa.select(ObligationRow).where(ObligationRow.trade_id == trade_id).with_for_update()
+        )
+    ).scalar_one_or_none()
+
+
+async def _open_obligation(
+    event: Envelope, uow: UnitOfWork, trade: gateway_contract.TradeCaptured, now: datetime
+) -> None:
+    """The obligation of these terms (at the trade's version), unless the trade has one."""
+    terms = _terms_of(trade)
+    obligation_id = obligation_id_of(trade.trade_id)
     inserted = await uow.session.scalar(
         insert(ObligationRow)
         .values(
             obligation_id=obligation_id,
             trade_id=trade.trade_id,
             account=trade.account,
-            side=trade.side,
-            isin=trade.isin,
-            quantity=trade.quantity,
-            amount=trade.gross_amount,
-            currency=trade.currency,
-            trade_date=trade.trade_date,
-            settlement_date=settle_on,
-            cycle_days=cycle,
-            market=market.code,
-            counterparty_lei=trade.counterparty_lei,
-            settlement_type=trade.settlement_type,
+            **asdict(terms),
+            version=trade.version,
             state="awaiting_compliance",
             correlation_id=event.correlation_id,
             created_at=now,
@@ -92,44 +134,211 @@ async def create_obligation(event: Envelope, uow: UnitOfWork) -> None:
     row = await uow.session.get(ObligationRow, obligation_id)
     if row is None:
         raise RuntimeError("obligation vanished")
+    _emit(uow, contract.OBLIGATION_CREATED, row, _obligation_data(row), event, now)
+    # A cancellation can only come first out of order (a replayed dead letter): honour it.
+    cancellation = await uow.session.get(CancellationRow, trade.trade_id)
+    if cancellation is not None:
+        _cancel(uow, row, reason=cancellation.reason, cause=event, now=now)
+        return
+    await advance(uow, row, cause=event, now=now)
+
+
+async def create_obligation(event: Envelope, uow: UnitOfWork) -> None:
+    trade = gateway_contract.TradeCaptured.model_validate(event.data)
+    await _open_obligation(event, uow, trade, datetime.now(UTC))
+
+
+async def amend_obligation(event: Envelope, uow: UnitOfWork) -> None:
+    """trade.amended: recompute a not-yet-instructed obligation from the new terms, at the
+    new version, and wait for compliance's decision on that version; refuse after the
+    instruction."""
+    trade = gateway_contract.TradeAmended.model_validate(event.data)
+    now = datetime.now(UTC)
+    row = await _lock_obligation(uow, trade.trade_id)
+    if row is None:
+        # Cannot happen in order (same partition key as the capture); the amended terms are
+        # the trade's current terms, so they make its obligation.
+        log.warning("amendment_before_capture", trade_id=trade.trade_id, version=trade.version)
+        await _open_obligation(event, uow, trade, now)
+        return
+    if trade.account != row.account:
+        raise domain.SettlementError(
+            f"amendment of trade {trade.trade_id} moves it from account {row.account} to "
+            f"{trade.account}; the account of a trade never changes"
+        )
+    action = domain.amendment_action(
+        current_version=row.version,
+        amendment_version=trade.version,
+        instructed=row.instruction_id is not None,
+        cancelled=row.cancelled_at is not None,
+    )
+    if action in ("stale", "cancelled"):
+        log.info(
+            "amendment_ignored",
+            trade_id=trade.trade_id,
+            version=trade.version,
+            obligation_version=row.version,
+            why=action,
+        )
+        return
+    if action == "refuse":
+        await _refuse(
+            uow, row, change="amend", version=trade.version, requested=trade.reason, cause=event
+        )
+        return
+    for field, value in asdict(_terms_of(trade)).items():
+        setattr(row, field, value)
+    row.version = trade.version
+    # The decision on the previous terms does not cover these: wait for the one on these.
+    row.state = "awaiting_compliance"
+    row.updated_at = now
+    _emit(uow, contract.OBLIGATION_AMENDED, row, _obligation_data(row), event, now)
+    await advance(uow, row, cause=event, now=now)
+
+
+async def cancel_obligation(event: Envelope, uow: UnitOfWork) -> None:
+    """trade.cancelled: a not-yet-instructed obligation is cancelled for good; after the
+    instruction the cancellation is refused and goes to operations."""
+    cancel = gateway_contract.TradeCancelled.model_validate(event.data)
+    now = datetime.now(UTC)
+    await uow.session.execute(
+        insert(CancellationRow)
+        .values(
+            trade_id=cancel.trade_id,
+            account=cancel.account,
+            version=cancel.version,
+            reason=cancel.reason,
+            correlation_id=event.correlation_id,
+            received_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["trade_id"])
+    )
+    row = await _lock_obligation(uow, cancel.trade_id)
+    if row is None:
+        # Cannot happen in order; the recorded cancellation is read when the trade arrives.
+        log.warning("cancellation_before_capture", trade_id=cancel.trade_id)
+        return
+    action = domain.cancellation_action(
+        instructed=row.instruction_id is not None, cancelled=row.cancelled_at is not None
+    )
+    if action == "already_cancelled":
+        return
+    if action == "refuse":
+        await _refuse(
+            uow, row, change="cancel", version=cancel.version, requested=cancel.reason, cause=event
+        )
+        return
+    _cancel(uow, row, reason=cancel.reason, cause=event, now=now)
+
+
+def _cancel(
+    uow: UnitOfWork, row: ObligationRow, *, reason: str, cause: Envelope, now: datetime
+) -> None:
+    row.state = "cancelled"
+    row.cancelled_at = now
+    row.cancel_reason = reason
+    row.updated_at = now
     _emit(
         uow,
-        contract.OBLIGATION_CREATED,
+        contract.OBLIGATION_CANCELLED,
         row,
-        contract.ObligationCreated(
+        contract.ObligationCancelled(
             trade_id=row.trade_id,
-            obligation_id=obligation_id,
+            obligation_id=row.obligation_id,
             account=row.account,
-            settlement_date=settle_on,
-            market=market.code,
-            cycle_days=cycle,
+            version=row.version,
+            reason=reason,
         ).model_dump(mode="json"),
-        event,
+        cause,
         now,
     )
-    await advance(uow, row, cause=event, now=now)
+
+
+async def _refuse(
+    uow: UnitOfWork,
+    row: ObligationRow,
+    *,
+    change: domain.Change,
+    version: int,
+    requested: str,
+    cause: Envelope,
+) -> None:
+    """The instruction stands: record the change for operations (once) and say so."""
+    if row.instruction_id is None:
+        raise RuntimeError("only an instructed obligation refuses a change")
+    now = datetime.now(UTC)
+    instruction = await uow.session.get(InstructionRow, row.instruction_id)
+    reason = domain.refusal_reason(
+        change=change,
+        trade_id=row.trade_id,
+        instruction_id=row.instruction_id,
+        instruction_state=instruction.state if instruction is not None else row.state,
+    )
+    refusal_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"refusal:{row.trade_id}:{change}:{version}"))
+    inserted = await uow.session.scalar(
+        insert(RefusedChangeRow)
+        .values(
+            refusal_id=refusal_id,
+            trade_id=row.trade_id,
+            obligation_id=row.obligation_id,
+            account=row.account,
+            instruction_id=row.instruction_id,
+            change=change,
+            version=version,
+            reason=reason,
+            requested_reason=requested,
+            refused_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(RefusedChangeRow.refusal_id)
+    )
+    if inserted is None:
+        return  # the same change again: already refused and queued
+    log.warning("change_refused", trade_id=row.trade_id, change=change, version=version)
+    _emit(
+        uow,
+        contract.CHANGE_REFUSED,
+        row,
+        contract.ChangeRefused(
+            trade_id=row.trade_id,
+            account=row.account,
+            change=change,
+            version=version,
+            reason=reason,
+        ).model_dump(mode="json"),
+        cause,
+        now,
+    )
 
 
 async def record_compliance_decision(event: Envelope, uow: UnitOfWork) -> None:
     decision = COMPLIANCE_DECISION[event.type]
     trade_id = str(event.data["trade_id"])
-    # The newest decision wins, whatever order the decisions arrive in.
+    version = int(event.data.get("version") or 1)
+    # Every decision is recorded under the trade version it is about; within a version the
+    # newest wins, whatever order the decisions arrive in.
     await uow.session.execute(
         insert(ComplianceDecisionRow)
-        .values(trade_id=trade_id, decision=decision, decided_at=event.time)
+        .values(trade_id=trade_id, version=version, decision=decision, decided_at=event.time)
         .on_conflict_do_update(
-            index_elements=["trade_id"],
+            index_elements=["trade_id", "version"],
             set_={"decision": decision, "decided_at": event.time},
             where=ComplianceDecisionRow.decided_at < event.time,
         )
     )
-    row = (
-        await uow.session.execute(
-            sa.select(ObligationRow).where(ObligationRow.trade_id == trade_id).with_for_update()
+    row = await _lock_obligation(uow, trade_id)
+    if row is None:
+        return  # the capture has not arrived yet; it will read the decision
+    if not domain.decision_counts(decision_version=version, obligation_version=row.version):
+        log.info(
+            "compliance_decision_not_current",
+            trade_id=trade_id,
+            decision=decision,
+            version=version,
+            obligation_version=row.version,
         )
-    ).scalar_one_or_none()
-    if row is not None:  # else the capture has not arrived yet; it will read the decision
-        await advance(uow, row, cause=event, now=datetime.now(UTC))
+        return
+    await advance(uow, row, cause=event, now=datetime.now(UTC))
 
 
 async def current_ssi(
@@ -155,9 +364,13 @@ async def advance(
     """Move a not-yet-instructed obligation as far as what is known allows."""
     if row.state not in ("awaiting_compliance", "held", "needs_ssi"):
         return
+    if row.cancelled_at is not None or row.instruction_id is not None:
+        return
+    # Only the decision on the obligation's version counts (see domain.decision_counts).
     decision = await uow.session.scalar(
         sa.select(ComplianceDecisionRow.decision).where(
-            ComplianceDecisionRow.trade_id == row.trade_id
+            ComplianceDecisionRow.trade_id == row.trade_id,
+            ComplianceDecisionRow.version == row.version,
         )
     )
     ssi = await current_ssi(uow, row.counterparty_lei, row.market, row.settlement_date)

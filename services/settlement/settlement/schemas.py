@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from stdnum import bic as stdnum_bic
@@ -61,6 +61,42 @@ class ObligationOut(BaseModel):
     counterparty_lei: str
     state: str
     instruction_id: str | None
+    version: int
+    cancel_reason: str | None = None
+
+
+class ExceptionOut(ObligationOut):
+    """An obligation operations must look at: it needs an SSI, or a change to its trade
+    (amend, cancel) arrived after it was instructed and was refused."""
+
+    kind: Literal["needs_ssi", "change_refused"]
+    raised_at: datetime
+    # For change_refused: the refusal (resolve it with POST /v1/exceptions/{id}/resolve).
+    exception_id: str | None = None
+    change: Literal["amend", "cancel"] | None = None
+    change_version: int | None = None
+    reason: str | None = None
+    requested_reason: str | None = None
+
+
+class ExceptionResolutionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resolution: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class RefusedChangeOut(BaseModel):
+    refusal_id: str
+    trade_id: str
+    instruction_id: str
+    change: str
+    version: int
+    reason: str
+    requested_reason: str
+    refused_at: datetime
+    resolved_at: datetime | None
+    resolved_by: str | None
+    resolution: str | None
 
 
 class InstructionOut(BaseModel):

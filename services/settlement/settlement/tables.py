@@ -1,4 +1,5 @@
-"""Settlement tables: obligations, compliance decisions seen early, SSIs, instructions."""
+"""Settlement tables: obligations, compliance decisions (per trade version), cancellations,
+refused changes (the exception queue), SSIs, instructions."""
 
 from __future__ import annotations
 
@@ -36,16 +37,59 @@ class ObligationRow(Base):
     correlation_id: Mapped[str] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    # The trade version the terms are from: 1 at capture, n after the amendment to n.
+    version: Mapped[int] = mapped_column(sa.Integer, default=1)
+    # Set when the trade itself was cancelled (state "cancelled" alone may also be a
+    # compliance rejection): such an obligation is never instructed.
+    cancelled_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    cancel_reason: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class ComplianceDecisionRow(Base):
-    """Compliance's verdict on a trade; may arrive before the trade itself."""
+    """Compliance's verdict on one version of a trade; may arrive before the trade itself.
+    Every version's latest verdict is kept; only the obligation's version counts."""
 
     __tablename__ = "compliance_decisions"
 
     trade_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer, primary_key=True, default=1)
     decision: Mapped[str] = mapped_column(sa.Text)
     decided_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class CancellationRow(Base):
+    """Every trade.cancelled received, also one that arrives before its trade."""
+
+    __tablename__ = "cancellations"
+
+    trade_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    account: Mapped[str] = mapped_column(sa.Text)
+    version: Mapped[int] = mapped_column(sa.Integer)
+    reason: Mapped[str] = mapped_column(sa.Text)
+    correlation_id: Mapped[str] = mapped_column(sa.Text)
+    received_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class RefusedChangeRow(Base):
+    """An amendment or cancellation that arrived after the trade was instructed: the
+    instruction stands and the change waits in the exception queue for operations."""
+
+    __tablename__ = "refused_changes"
+    __table_args__ = (sa.UniqueConstraint("trade_id", "change", "version"),)
+
+    refusal_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    trade_id: Mapped[str] = mapped_column(sa.Text)
+    obligation_id: Mapped[str] = mapped_column(sa.Text)
+    account: Mapped[str] = mapped_column(sa.Text)
+    instruction_id: Mapped[str] = mapped_column(sa.Text)
+    change: Mapped[str] = mapped_column(sa.Text)
+    version: Mapped[int] = mapped_column(sa.Integer)
+    reason: Mapped[str] = mapped_column(sa.Text)
+    requested_reason: Mapped[str] = mapped_column(sa.Text)
+    refused_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    resolved_by: Mapped[str | None] = mapped_column(sa.Text)
+    resolution: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class SsiRow(Base):
