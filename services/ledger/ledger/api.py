@@ -30,6 +30,10 @@ class EntryOut(BaseModel):
     trade_id: str
     account: str
     kind: str
+    # The trade version the entry books (a reversal: the version of the entry it reverses).
+    version: int
+    # For a reversal, the entry it reverses.
+    reverses: str | None
     posted_at: datetime
     lines: list[LineOut]
 
@@ -50,13 +54,14 @@ class TrialBalanceOut(BaseModel):
 
 @router.get("/journal", response_model=list[EntryOut])
 async def journal(_: Reader, runtime: RuntimeDep, trade_id: str) -> list[EntryOut]:
+    """The trade's entries in the order they were booked, reversals included."""
     async with runtime.sessions() as session:
         entries = (
             (
                 await session.execute(
                     sa.select(EntryRow)
                     .where(EntryRow.trade_id == trade_id)
-                    .order_by(EntryRow.posted_at)
+                    .order_by(EntryRow.posted_at, EntryRow.seq)
                 )
             )
             .scalars()
@@ -79,6 +84,8 @@ async def journal(_: Reader, runtime: RuntimeDep, trade_id: str) -> list[EntryOu
             trade_id=e.trade_id,
             account=e.account,
             kind=e.kind,
+            version=e.version,
+            reverses=e.reverses,
             posted_at=e.posted_at,
             lines=[
                 LineOut(

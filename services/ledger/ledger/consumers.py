@@ -10,6 +10,8 @@ subscription = Subscription(
     topics=[TRADE_EVENTS, SETTLEMENT_EVENTS],
     handlers={
         gateway_contract.TRADE_CAPTURED: handlers.post_trade_capture,
+        gateway_contract.TRADE_AMENDED: handlers.post_trade_amendment,
+        gateway_contract.TRADE_CANCELLED: handlers.post_trade_cancellation,
         settlement_contract.SETTLED: handlers.post_settlement,
     },
 )

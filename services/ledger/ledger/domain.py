@@ -2,15 +2,25 @@
 
 A trade is booked twice: a pending entry on trade date (what is owed each way) and, when
 the depository settles it, a settled entry that moves each pending amount to its settled
-account. No I/O: ids and time are arguments.
+account. A change before settlement is booked as new entries, never as an edit: an
+amendment reverses the pending entry of the version it supersedes and books a pending entry
+for the new version; a cancellation reverses the pending entry and books nothing else. A
+trade the ledger has seen settle keeps its books (settlement refuses such changes).
+
+No I/O: ids and time are arguments, and what the journal holds for a trade is given as a
+`Book`.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
+
+Kind = Literal["pending", "settled", "reversal"]
 
 
 class LedgerError(Exception):
@@ -40,10 +50,20 @@ class Entry:
     entry_id: str
     trade_id: str
     account: str
-    kind: Literal["pending", "settled"]
+    kind: Kind
     lines: tuple[Line, ...]
+    # The trade version the entry books (a reversal: the version of the entry it reverses).
+    version: int = 1
+    # A reversal names the entry it reverses; no other entry does.
+    reverses: str | None = None
 
     def __post_init__(self) -> None:
+        if self.version < 1:
+            raise LedgerError("a trade version starts at 1")
+        if (self.kind == "reversal") != (self.reverses is not None):
+            raise LedgerError("a reversal, and only a reversal, names the entry it reverses")
+        if self.reverses == self.entry_id:
+            raise LedgerError("an entry does not reverse itself")
         check_balanced(self.lines)
 
 
@@ -56,6 +76,15 @@ def check_balanced(lines: tuple[Line, ...]) -> None:
     off = {unit: total for unit, total in totals.items() if total != 0}
     if off:
         raise UnbalancedEntry(f"debits and credits differ by {off}")
+
+
+def net_by_account(*entries: Entry) -> dict[tuple[str, str], Decimal]:
+    """Debits less credits per (ledger account, unit), without the accounts that net to 0."""
+    totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for entry in entries:
+        for line in entry.lines:
+            totals[(line.ledger_account, line.unit)] += line.debit - line.credit
+    return {key: total for key, total in totals.items() if total != 0}
 
 
 @dataclass(frozen=True)
@@ -87,15 +116,179 @@ def _pending_lines(terms: TradeTerms) -> tuple[Line, ...]:
     return tuple(lines)
 
 
-def pending_entry(terms: TradeTerms, *, entry_id: str) -> Entry:
-    return Entry(entry_id, terms.trade_id, terms.account, "pending", _pending_lines(terms))
+def pending_entry(terms: TradeTerms, *, entry_id: str, version: int = 1) -> Entry:
+    return Entry(entry_id, terms.trade_id, terms.account, "pending", _pending_lines(terms), version)
 
 
-def settled_entry(terms: TradeTerms, *, entry_id: str) -> Entry:
+def settled_entry(terms: TradeTerms, *, entry_id: str, version: int = 1) -> Entry:
     """Each pending line is reversed and booked again on its settled account."""
     lines: list[Line] = []
     for line in _pending_lines(terms):
         settled_account = line.ledger_account.removesuffix("_pending")
         lines.append(Line(line.ledger_account, line.unit, debit=line.credit, credit=line.debit))
         lines.append(Line(settled_account, line.unit, debit=line.debit, credit=line.credit))
-    return Entry(entry_id, terms.trade_id, terms.account, "settled", tuple(lines))
+    return Entry(entry_id, terms.trade_id, terms.account, "settled", tuple(lines), version)
+
+
+def reverse(entry: Entry, *, entry_id: str) -> Entry:
+    """A new entry that undoes `entry`: the same lines with debit and credit swapped.
+
+    The reversed entry is not touched. A reversal is not itself reversed: to book again
+    what was reversed, post a new entry."""
+    if entry.kind == "reversal":
+        raise LedgerError(f"entry {entry.entry_id} is a reversal; reversals are not reversed")
+    return Entry(
+        entry_id,
+        entry.trade_id,
+        entry.account,
+        "reversal",
+        tuple(
+            Line(line.ledger_account, line.unit, debit=line.credit, credit=line.debit)
+            for line in entry.lines
+        ),
+        entry.version,
+        reverses=entry.entry_id,
+    )
+
+
+# Entry ids are derived from what they book, so a redelivered event can never book twice
+# (the inbox is the first guard, the primary key the second). Version 1's pending id is
+# the id entries were given before trades had versions.
+def pending_entry_id(trade_id: str, version: int) -> str:
+    name = f"entry:{trade_id}:pending" if version == 1 else f"entry:{trade_id}:pending:{version}"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
+def settled_entry_id(trade_id: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"entry:{trade_id}:settled"))
+
+
+def reversal_entry_id(reversed_entry_id: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"reversal:{reversed_entry_id}"))
+
+
+@dataclass(frozen=True)
+class Book:
+    """What the journal holds for one trade."""
+
+    # The highest version of the trade booked as a pending entry (reversed or not), or None.
+    booked_version: int | None = None
+    # The pending entry not yet reversed (the trade's current terms), if any.
+    live_pending: Entry | None = None
+    settled: bool = False
+    cancelled: bool = False
+
+    def __post_init__(self) -> None:
+        if self.live_pending is not None and self.live_pending.kind != "pending":
+            raise LedgerError("the live entry of a trade is a pending entry")
+
+    @classmethod
+    def of(cls, entries: Iterable[Entry], *, cancelled: bool = False) -> Book:
+        """The book of one trade from its journal entries and whether it is cancelled."""
+        entries = tuple(entries)
+        reversed_ids = {e.reverses for e in entries if e.reverses is not None}
+        pending = [e for e in entries if e.kind == "pending"]
+        live = [e for e in pending if e.entry_id not in reversed_ids]
+        if len(live) > 1:  # an amendment reverses the live entry before booking its own
+            raise LedgerError(f"more than one unreversed pending entry: {live}")
+        return cls(
+            booked_version=max((e.version for e in pending), default=None),
+            live_pending=live[0] if live else None,
+            settled=any(e.kind == "settled" for e in entries),
+            cancelled=cancelled,
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The entries to post (in order), whether to record the cancellation, and, when
+    nothing is posted, why."""
+
+    entries: tuple[Entry, ...] = ()
+    record_cancellation: bool = False
+    skipped: str | None = None
+    # Skipped because the trade has settled: worth a warning, the books keep the trade.
+    refused: bool = False
+
+
+def book_capture(book: Book, terms: TradeTerms, *, version: int = 1) -> Decision:
+    """The trade as captured. Booked unless the trade is cancelled or a version of it is
+    booked already (an amendment that arrived first supersedes it). A settled entry that
+    arrived first does not stop it: pending and settled are independent entries."""
+    if book.cancelled:
+        return Decision(skipped="the trade is cancelled")
+    if book.booked_version is not None:
+        return Decision(skipped=f"version {book.booked_version} is booked already")
+    return Decision(
+        entries=(
+            pending_entry(
+                terms, entry_id=pending_entry_id(terms.trade_id, version), version=version
+            ),
+        )
+    )
+
+
+def book_amendment(book: Book, terms: TradeTerms, *, version: int) -> Decision:
+    """Reverse the current pending entry and book the amended terms as `version`."""
+    if book.settled:
+        return Decision(skipped="the trade has settled; its books are not changed", refused=True)
+    if book.cancelled:
+        return Decision(skipped="the trade is cancelled")
+    if book.booked_version is not None and version <= book.booked_version:
+        return Decision(skipped=f"version {book.booked_version} is booked already")
+    entries: list[Entry] = []
+    if book.live_pending is not None:
+        live = book.live_pending
+        entries.append(reverse(live, entry_id=reversal_entry_id(live.entry_id)))
+    entries.append(
+        pending_entry(terms, entry_id=pending_entry_id(terms.trade_id, version), version=version)
+    )
+    return Decision(entries=tuple(entries))
+
+
+def book_cancellation(book: Book) -> Decision:
+    """Reverse the current pending entry, if any, and remember the trade is cancelled (so
+    that a capture or amendment arriving later books nothing)."""
+    if book.settled:
+        return Decision(skipped="the trade has settled; its books are not changed", refused=True)
+    if book.cancelled:
+        return Decision(skipped="the trade is cancelled already")
+    if book.live_pending is None:
+        return Decision(record_cancellation=True)
+    live = book.live_pending
+    return Decision(
+        entries=(reverse(live, entry_id=reversal_entry_id(live.entry_id)),),
+        record_cancellation=True,
+    )
+
+
+def rebooked_entry_id(trade_id: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"entry:{trade_id}:pending:as-settled"))
+
+
+def book_settlement(book: Book, terms: TradeTerms, *, settled_entry_id: str) -> Decision:
+    """The settled entry, after the pending books are put to the terms that settled.
+
+    The depository settles what was instructed. When the ledger booked a change that
+    settlement then refused (it came after the instruction), the live pending entry is of
+    other terms than the settled ones, or there is none (a cancellation): it is reversed
+    and the settled terms are booked pending again, so that the settled entry clears them
+    and no pending balance is left behind.
+    """
+    if book.settled:
+        return Decision(skipped="the trade's settlement is booked already")
+    version = book.booked_version or 1
+    as_settled = pending_entry(terms, entry_id="-")
+    live = book.live_pending
+    entries: list[Entry] = []
+    if book.booked_version is not None and (
+        live is None or net_by_account(live) != net_by_account(as_settled)
+    ):
+        if live is not None:
+            entries.append(reverse(live, entry_id=reversal_entry_id(live.entry_id)))
+        version += 1
+        entries.append(
+            pending_entry(terms, entry_id=rebooked_entry_id(terms.trade_id), version=version)
+        )
+    entries.append(settled_entry(terms, entry_id=settled_entry_id, version=version))
+    return Decision(entries=tuple(entries))
