@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -107,6 +108,12 @@ def _ok(description: str, example: Any) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"example": example}}}
 
 
+def plain_decimal(value: Decimal) -> str:
+    """100.00000000 -> "100", 0.00000001 -> "0.00000001": never an exponent."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def to_out(row: TradeRow, timeline: list[TimelineRow] | None = None) -> TradeOut:
     return TradeOut(
         trade_id=row.trade_id,
@@ -115,8 +122,8 @@ def to_out(row: TradeRow, timeline: list[TimelineRow] | None = None) -> TradeOut
         side=row.side,
         isin=row.isin,
         cusip=row.cusip,
-        quantity=row.quantity.normalize(),
-        price=row.price.normalize(),
+        quantity=plain_decimal(row.quantity),
+        price=plain_decimal(row.price),
         currency=row.currency,
         trade_date=row.trade_date,
         trade_time=row.trade_time,

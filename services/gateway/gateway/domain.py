@@ -222,5 +222,6 @@ def amended_terms(
                 field=field,
             )
     terms = {**current, **changes}
-    changed = sorted(f for f in changes if str(changes[f]) != str(current.get(f)))
+    # Typed comparison: 150 equals 150.00000000, and two times equal as instants.
+    changed = sorted(f for f in changes if changes[f] != current.get(f))
     return terms, changed

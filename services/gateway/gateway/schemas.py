@@ -182,8 +182,8 @@ class TradeOut(BaseModel):
     side: str
     isin: str
     cusip: str | None = None
-    quantity: Decimal
-    price: Decimal
+    quantity: str = Field(description="A decimal, as a string", examples=["100"])
+    price: str = Field(description="A decimal, as a string", examples=["189.25"])
     currency: str
     trade_date: date
     trade_time: datetime

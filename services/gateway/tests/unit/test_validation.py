@@ -6,7 +6,8 @@ Field rules come from the request model (TradeIn), rules across fields from
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -149,6 +150,17 @@ def test_an_amendment_changes_only_what_differs() -> None:
     assert terms == {"quantity": "150", "price": "10", "side": "BUY"}
     assert changed == ["quantity"]
     assert amended_terms(current, {"price": "10"})[1] == []
+
+
+def test_an_amendment_to_an_equal_value_is_no_change() -> None:
+    current = {"quantity": Decimal("150.00000000"), "trade_time": NOW}
+
+    changes = {
+        "quantity": Decimal("150"),
+        "trade_time": NOW.astimezone(timezone(timedelta(hours=2))),
+    }
+
+    assert amended_terms(current, changes)[1] == []
 
 
 @pytest.mark.parametrize("field", ["account", "client_trade_id"])
