@@ -16,13 +16,34 @@ from bo_common.logs import get_logger
 
 log = get_logger(__name__)
 
-# Database errors that a retry cannot cure are bugs (500); the rest (connections refused,
-# dropped or exhausted, pool timeouts) are the database being away or busy (503).
-_DATABASE_BUGS = (
-    sa_exc.IntegrityError,
-    sa_exc.DataError,
-    sa_exc.ProgrammingError,
-    sa_exc.NotSupportedError,
+
+def _database_unavailable(error: Exception) -> bool:
+    """The database away or busy (refused, dropped or exhausted connections, pool timeouts):
+    503, worth a retry. Any other database error is a bug: 500."""
+    if isinstance(error, sa_exc.TimeoutError | sa_exc.OperationalError | sa_exc.InterfaceError):
+        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        name = type(error.orig).__name__ if error.orig is not None else ""
+        return name in _UNAVAILABLE_DRIVER_ERRORS
+    return False
+
+
+# asyncpg's errors reach SQLAlchemy as a plain DBAPIError; these mean "not now".
+_UNAVAILABLE_DRIVER_ERRORS = frozenset(
+    {
+        "TooManyConnectionsError",
+        "CannotConnectNowError",
+        "ConnectionDoesNotExistError",
+        "AdminShutdownError",
+        "CrashShutdownError",
+        "ConnectionFailureError",
+        "SerializationError",
+        "DeadlockDetectedError",
+        "LockNotAvailableError",
+        "QueryCanceledError",
+    }
 )
 
 PROBLEM_JSON = "application/problem+json"
@@ -81,6 +102,12 @@ def problem_response(
 def field_errors(error: RequestValidationError) -> list[dict[str, str]]:
     errors = []
     for item in error.errors():
+        if item.get("type") == "json_invalid":
+            position = item.get("loc", ("body", "?"))[-1]
+            detail = (item.get("ctx") or {}).get("error", "invalid")
+            reason = f"not valid JSON ({detail}) at character {position}"
+            errors.append({"field": "body", "reason": reason})
+            continue
         location = [str(part) for part in item.get("loc", ()) if part != "body"]
         errors.append({"field": ".".join(location) or "body", "reason": str(item.get("msg"))})
     return errors
@@ -127,6 +154,16 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 400 and "parsing the body" in str(error.detail):
+            # FastAPI's answer to a body that is not UTF-8: one more invalid body (422).
+            reason = "not JSON in UTF-8"
+            return problem_response(
+                422,
+                "Validation failed",
+                f"body: {reason}",
+                instance=request.url.path,
+                errors=[{"field": "body", "reason": reason}],
+            )
         return problem_response(
             error.status_code,
             str(error.detail),
@@ -138,7 +175,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(sa_exc.DBAPIError)
     @app.exception_handler(sa_exc.TimeoutError)
     async def _database(request: Request, error: Exception) -> JSONResponse:
-        if isinstance(error, _DATABASE_BUGS):
+        if not _database_unavailable(error):
             return await _unexpected(request, error)
         log.warning("database_unavailable", path=request.url.path, error=str(error)[:300])
         return problem_response(

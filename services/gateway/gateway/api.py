@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import ValidationError
 
 from bo_common.auth import Principal, Role
@@ -33,6 +33,9 @@ from gateway.schemas import (
 from gateway.tables import TimelineRow, TradeRow
 
 router = APIRouter(prefix="/v1", tags=["trades"])
+
+ID_PATTERN = r"^[A-Za-z0-9._:\-/]+$"
+TradeId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
 
 ANY_ROLE_THAT_READS_TRADES = (Role.TRADER, Role.COMPLIANCE, Role.OPS, Role.ADMIN)
 TradeWriter = Annotated[Principal, Depends(roles(Role.TRADER, Role.OPS))]
@@ -90,7 +93,21 @@ INVALID = _error(
     errors=[{"field": "isin", "reason": "not a valid ISIN"}],
 )
 NOT_FOUND = _error(404, "No such trade (or not one of the desk's)", "Not found", "no trade 'x'")
-ACCESS: dict[int | str, dict[str, Any]] = {401: UNAUTHENTICATED, 403: FORBIDDEN, 429: TOO_MANY}
+UNAVAILABLE = {
+    **_error(
+        503,
+        "The database is unavailable or busy; nothing was applied, retry after `Retry-After`",
+        "Service unavailable",
+        "the database is unavailable or busy; nothing was applied, retry shortly",
+    ),
+    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds"}},
+}
+ACCESS: dict[int | str, dict[str, Any]] = {
+    401: UNAUTHENTICATED,
+    403: FORBIDDEN,
+    429: TOO_MANY,
+    503: UNAVAILABLE,
+}
 WRITES: dict[int | str, dict[str, Any]] = {**ACCESS, 413: TOO_LARGE, 422: INVALID}
 
 TRADE_OUT_EXAMPLE = {
@@ -320,7 +337,7 @@ CHANGE_REFUSED = _error(
     summary="Amend a trade's terms until settlement instructs it",
 )
 async def amend_trade(
-    trade_id: str, body: AmendIn, principal: TradeWriter, runtime: RuntimeDep
+    trade_id: TradeId, body: AmendIn, principal: TradeWriter, runtime: RuntimeDep
 ) -> TradeOut:
     visible = await _visible_accounts(principal, runtime)
     try:
@@ -359,7 +376,7 @@ async def amend_trade(
     summary="Cancel a trade until settlement instructs it",
 )
 async def cancel_trade(
-    trade_id: str, body: CancelIn, principal: TradeWriter, runtime: RuntimeDep
+    trade_id: TradeId, body: CancelIn, principal: TradeWriter, runtime: RuntimeDep
 ) -> TradeOut:
     visible = await _visible_accounts(principal, runtime)
     try:
@@ -399,10 +416,11 @@ async def cancel_trade(
             },
         ),
         404: NOT_FOUND,
+        422: INVALID,
         **ACCESS,
     },
 )
-async def get_trade(trade_id: str, principal: TradeReader, runtime: RuntimeDep) -> TradeOut:
+async def get_trade(trade_id: TradeId, principal: TradeReader, runtime: RuntimeDep) -> TradeOut:
     visible = await _visible_accounts(principal, runtime)
     async with runtime.sessions() as session:
         row = await repository.get_trade(session, trade_id)
@@ -422,10 +440,11 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         padded = cursor + "=" * (-len(cursor) % 4)
         received_at, trade_id = json.loads(base64.urlsafe_b64decode(padded))
         at = datetime.fromisoformat(received_at)
-        if not isinstance(trade_id, str) or at.tzinfo is None:
+        if not isinstance(trade_id, str) or at.tzinfo is None or "\x00" in trade_id:
             raise ValueError("bad cursor")
+        at.astimezone(UTC)
         return at, trade_id
-    except (ValueError, TypeError, binascii.Error):
+    except (ValueError, TypeError, OverflowError, binascii.Error):
         raise Problem(
             422,
             "Validation failed",
@@ -447,8 +466,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 async def list_trades(
     principal: TradeReader,
     runtime: RuntimeDep,
-    client_trade_id: Annotated[str | None, Query(max_length=64)] = None,
-    account: Annotated[str | None, Query(max_length=64)] = None,
+    client_trade_id: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
+    account: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
     state: State | None = None,
     trade_date: date | None = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,

@@ -6,7 +6,7 @@ Each rule names the field it checks; `bo_common.problems` turns a failure into a
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -37,7 +37,23 @@ Price = Annotated[
     Decimal,
     Field(gt=0, max_digits=18, decimal_places=10, allow_inf_nan=False, examples=["189.25"]),
 ]
-Reason = Annotated[str, Field(min_length=3, max_length=500)]
+Reason = Annotated[
+    str, Field(min_length=3, max_length=500, pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")
+]
+
+
+def in_utc_range(value: datetime) -> datetime:
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+    if value.astimezone(UTC).year < 1970:
+        raise ValueError("before 1970")
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(in_utc_range)]
+TradeDate = Annotated[date, Field(ge=date(1970, 1, 1))]
 
 TRADE_EXAMPLE: dict[str, Any] = {
     "client_trade_id": "FO-2026-000123",
@@ -68,8 +84,8 @@ class TradeTerms(BaseModel):
     quantity: Quantity
     price: Price
     currency: Currency
-    trade_date: date = Field(description="The venue's trading day; not in the future")
-    trade_time: AwareDatetime = Field(
+    trade_date: TradeDate = Field(description="The venue's trading day; not in the future")
+    trade_time: Instant = Field(
         description="With a UTC offset; its date in that offset is trade_date"
     )
     venue: Mic = Field(description="ISO 10383 MIC, active on trade_date (XOFF off-exchange)")
@@ -104,8 +120,8 @@ class AmendIn(BaseModel):
     quantity: Quantity | None = None
     price: Price | None = None
     currency: Currency | None = None
-    trade_date: date | None = None
-    trade_time: AwareDatetime | None = None
+    trade_date: TradeDate | None = None
+    trade_time: Instant | None = None
     venue: Mic | None = None
     counterparty_lei: Lei | None = None
     settlement_type: Literal["DVP", "FOP"] | None = None

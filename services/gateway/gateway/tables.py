@@ -52,7 +52,7 @@ class TradeVersionRow(Base):
 
     trade_id: Mapped[str] = mapped_column(sa.ForeignKey("trades.trade_id"), primary_key=True)
     version: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
-    change: Mapped[str] = mapped_column(sa.Text)
+    change: Mapped[str] = mapped_column(sa.Text, primary_key=True)
     terms: Mapped[dict[str, object]] = mapped_column(JSONB)
     changed_fields: Mapped[list[str]] = mapped_column(JSONB)
     reason: Mapped[str] = mapped_column(sa.Text)

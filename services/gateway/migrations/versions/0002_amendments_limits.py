@@ -27,7 +27,8 @@ def upgrade() -> None:
         "trade_versions",
         sa.Column("trade_id", sa.Text, sa.ForeignKey("trades.trade_id"), primary_key=True),
         sa.Column("version", sa.Integer, primary_key=True),
-        sa.Column("change", sa.Text, nullable=False),
+        # An amendment and the cancellation that follows it share the version number.
+        sa.Column("change", sa.Text, primary_key=True),
         sa.Column("terms", JSONB, nullable=False),
         sa.Column("changed_fields", JSONB, nullable=False),
         sa.Column("reason", sa.Text, nullable=False),
