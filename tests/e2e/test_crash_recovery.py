@@ -18,7 +18,7 @@ from tests.conftest import a_trade, auth, scalar
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TRADES = 500
-CONSUMERS = ["settlement", "ledger", "compliance_monitor", "audit", "gateway"]
+CONSUMERS = ["settlement", "ledger", "compliance_monitor", "audit", "gateway_worker", "gateway"]
 
 
 async def post_with_retries(client: httpx.AsyncClient, key: str, trade: dict[str, str]) -> str:

@@ -107,31 +107,43 @@ async def single_trades_at_rate(
     stack: Stack, key: str, trades: list[dict[str, str]], rate: float
 ) -> dict[str, Any]:
     """Open loop: trade n is sent at start + n / rate whatever the answers before it, so a
-    slow answer cannot hide later ones (no coordinated omission). Latency per request."""
-    headers = {"Authorization": f"Bearer {key}"}
+    slow answer cannot hide later ones (no coordinated omission). Latency per request.
+
+    The client is aiohttp with bodies serialised beforehand: on 2 cores shared with the
+    whole stack, a heavier client (httpx) spent a full core and its own scheduling delay
+    showed up as server latency."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    bodies = [json.dumps(trade).encode() for trade in trades]
     latencies_ms: list[float] = []
     trade_ids: list[str] = []
     errors: list[str] = []
-    async with _client(stack, 256) as client:
-        await client.get("/healthz")
+    url = stack.url("gateway") + "/v1/trades"
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector) as client:
+        async with client.get(stack.url("gateway") + "/healthz") as warm:
+            await warm.read()
 
-        async def one(trade: dict[str, str], at: float) -> None:
+        async def one(body: bytes, at: float) -> None:
             await asyncio.sleep(max(0.0, at - time.perf_counter()))
             sent = time.perf_counter()
             try:
-                response = await client.post("/v1/trades", json=trade, headers=headers)
-            except httpx.TransportError as error:
+                async with client.post(url, data=body, headers=headers) as response:
+                    answer = await response.read()
+                    status = response.status
+            except aiohttp.ClientError as error:
                 errors.append(repr(error))
                 return
             latencies_ms.append((time.perf_counter() - sent) * 1000)
-            if response.status_code != 201:
-                errors.append(f"{response.status_code}: {response.text[:200]}")
+            if status != 201:
+                errors.append(f"{status}: {answer[:200]!r}")
                 return
-            trade_ids.append(response.json()["trade_id"])
+            trade_ids.append(json.loads(answer)["trade_id"])
 
         started = time.perf_counter()
         started_wall = time.time()
-        await asyncio.gather(*(one(t, started + n / rate) for n, t in enumerate(trades)))
+        await asyncio.gather(*(one(b, started + n / rate) for n, b in enumerate(bodies)))
         seconds = time.perf_counter() - started
     return {
         "trade_ids": trade_ids,

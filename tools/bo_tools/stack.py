@@ -31,6 +31,11 @@ class Service:
     env_prefix: str
     default_port: int
     has_database: bool = True
+    # A second process of a service (the gateway's worker): its module, whose database it
+    # shares, and what it sets (its role).
+    module: str | None = None
+    database_of: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def migrations(self) -> Path:
@@ -39,7 +44,16 @@ class Service:
 
 
 SERVICES = (
-    Service("gateway", "GATEWAY", 8000),
+    Service("gateway", "GATEWAY", 8000, env=(("GATEWAY_ROLE", "api"),)),
+    Service(
+        "gateway_worker",
+        "GATEWAY",
+        8006,
+        has_database=False,
+        module="gateway",
+        database_of="gateway",
+        env=(("GATEWAY_ROLE", "worker"),),
+    ),
     Service("settlement", "SETTLEMENT", 8001),
     Service("ledger", "LEDGER", 8002),
     Service("compliance_monitor", "COMPLIANCE_MONITOR", 8003),
@@ -246,6 +260,11 @@ class Stack:
         )
         if service.has_database:
             env[f"{service.env_prefix}_DATABASE_URL"] = self.database_url(service)
+        if service.database_of is not None:
+            env[f"{service.env_prefix}_DATABASE_URL"] = self.database_url(
+                BY_NAME[service.database_of]
+            )
+        env.update(dict(service.env))
         env.update(self.config.extra_env)
         return env
 
@@ -254,7 +273,7 @@ class Stack:
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
         out = open(self.config.log_dir / f"{name}.log", "ab")  # noqa: SIM115
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", name],
+            [sys.executable, "-m", service.module or name],
             env=self.env_for(service),
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -74,6 +74,8 @@ class ServiceRuntime:
         self.sessions = make_sessionmaker(self.engine)
         self.keys = KeyStore(self.sessions, limits=self._client_limits)
         self.producer = await start_producer(s.kafka, client_id=s.service_name)
+        if s.role == "api":
+            return  # the worker process relays and consumes
         self.relay = OutboxRelay(
             service=s.service_name,
             engine=self.engine,
@@ -127,8 +129,9 @@ class ServiceRuntime:
             checks["broker"] = "ok"
         except Exception as error:
             checks["broker"] = f"unreachable: {error!r}"
-        loop_ready = self.loop is not None and self.loop.connected
-        checks["consumer"] = "ok" if loop_ready else "starting"
+        if self.settings.role != "api":
+            loop_ready = self.loop is not None and self.loop.connected
+            checks["consumer"] = "ok" if loop_ready else "starting"
         for task in self._tasks:
             if task.done():
                 checks[task.get_name()] = "stopped"
@@ -143,7 +146,7 @@ def _log_task_end(task: asyncio.Task[None]) -> None:
         log.error("background_task_crashed", task=task.get_name(), error=repr(error))
 
 
-def get_runtime(request: Request) -> ServiceRuntime:
+async def get_runtime(request: Request) -> ServiceRuntime:
     runtime: ServiceRuntime = request.app.state.runtime
     return runtime
 

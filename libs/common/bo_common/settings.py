@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -39,6 +41,10 @@ class ServiceSettings(BaseSettings):
     port: int = 8000
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
     consumer_group: str | None = None
+    # "all": one process serves the API, relays the outbox and consumes. "api" serves the API
+    # only and "worker" relays and consumes, so that a burst of events never delays an HTTP
+    # answer (the gateway runs split; any service can).
+    role: Literal["all", "api", "worker"] = "all"
     # How often a handler is tried before its message goes to the dead letters.
     handler_attempts: int = 3
     outbox_poll_interval_ms: int = 500
