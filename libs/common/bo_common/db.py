@@ -68,6 +68,33 @@ class ApiKeyRow(PlumbingBase):
 OUTBOX_CHANNEL = "bo_outbox"
 
 
+def drop_outbox_notify() -> None:
+    """Revision 2 of every service: the outbox no longer NOTIFYs on insert.
+
+    A transaction that has sent a NOTIFY holds one cluster-wide lock from its commit until
+    the commit is flushed to disk, so every notifying commit of every service on the server
+    waits for the others' disk flushes: under load that was the intake API's slowest
+    requests. The relay polls instead (50 ms by default, and at once after a consumed
+    batch of its own process commits)."""
+    from alembic import op as alembic_op
+
+    alembic_op.execute("DROP TRIGGER IF EXISTS outbox_notify ON outbox")
+    alembic_op.execute("DROP FUNCTION IF EXISTS bo_outbox_notify()")
+
+
+def restore_outbox_notify() -> None:
+    from alembic import op as alembic_op
+
+    alembic_op.execute(
+        f"""CREATE FUNCTION bo_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_notify('{OUTBOX_CHANNEL}', ''); RETURN NULL; END $$"""
+    )
+    alembic_op.execute(
+        """CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
+        FOR EACH STATEMENT EXECUTE FUNCTION bo_outbox_notify()"""
+    )
+
+
 def create_plumbing_tables() -> None:
     """Called from each service's first Alembic revision."""
     from alembic import op as alembic_op

@@ -6,12 +6,11 @@ import asyncio
 import contextlib
 from typing import Any
 
-import asyncpg
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from bo_common.db import OUTBOX_CHANNEL, OutboxRow, asyncpg_dsn
+from bo_common.db import OutboxRow
 from bo_common.envelope import Envelope
 from bo_common.logs import get_logger
 from bo_common.metrics import OUTBOX_PENDING, OUTBOX_PUBLISHED
@@ -88,55 +87,40 @@ class OutboxRelay:
         service: str,
         engine: AsyncEngine,
         producer: AIOKafkaProducer,
-        database_url: str,
-        poll_interval_ms: int = 500,
+        poll_interval_ms: int = 50,
         batch_size: int = 1000,
     ) -> None:
         self._service = service
         self._engine = engine
         self._producer = producer
-        self._dsn = asyncpg_dsn(database_url)
         self._poll_s = poll_interval_ms / 1000
         self._batch_size = batch_size
         self._wake = asyncio.Event()
         self._stopping = False
-        self._listener: asyncpg.Connection | None = None
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
-        await self._listen()
-        try:
-            while not self._stopping:
-                try:
-                    published = await self.publish_once()
-                except Exception as error:  # the broker or database is away: retry later
-                    log.warning("outbox_publish_failed", error=repr(error))
-                    published = 0
-                    await asyncio.sleep(1.0)
-                if published >= self._batch_size:
-                    continue
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
-        finally:
-            if self._listener is not None:
-                with contextlib.suppress(Exception):
-                    await self._listener.close()
+        """Publish, then wait for the poll interval or a wake-up (a commit of this process
+        with events); a full batch is followed at once by the next."""
+        while not self._stopping:
+            try:
+                published = await self.publish_once()
+            except Exception as error:  # the broker or database is away: retry later
+                log.warning("outbox_publish_failed", error=repr(error))
+                published = 0
+                await asyncio.sleep(1.0)
+            if published >= self._batch_size:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
 
     async def stop(self) -> None:
         """Finish the batch under way and return; unsent rows wait for the next start."""
         self._stopping = True
         self._wake.set()
-
-    async def _listen(self) -> None:
-        try:
-            self._listener = await asyncpg.connect(self._dsn)
-            await self._listener.add_listener(OUTBOX_CHANNEL, lambda *_: self._wake.set())
-        except Exception as error:  # LISTEN is an optimisation: the poll still runs
-            log.warning("outbox_listen_failed", error=repr(error))
-            self._listener = None
 
     async def publish_once(self) -> int:
         async with self._engine.begin() as connection:

@@ -47,7 +47,9 @@ class ServiceSettings(BaseSettings):
     role: Literal["all", "api", "worker"] = "all"
     # How often a handler is tried before its message goes to the dead letters.
     handler_attempts: int = 3
-    outbox_poll_interval_ms: int = 500
+    # How often the relay looks for unsent events; it also looks at once after this
+    # process commits a consumed batch (events caused by events).
+    outbox_poll_interval_ms: int = 50
     outbox_batch_size: int = 1000
     # Connections per process, and as many again under a burst: 6 services of 2 x 5 stay
     # well inside PostgreSQL's default of 100 connections.

@@ -14,16 +14,23 @@ from bo_common.envelope import Envelope
 from bo_common.unit_of_work import UnitOfWork
 
 CHAIN = "events"
+_HEAD = "audit.chain_head"
 
 
 async def append_event(event: Envelope, uow: UnitOfWork) -> None:
     # The head row lock serialises appends across replicas; it is held to the end of the
     # consumed batch's transaction, so a batch appends contiguously.
-    head = (
-        await uow.session.execute(
-            sa.select(ChainHeadRow).where(ChainHeadRow.chain == CHAIN).with_for_update()
-        )
-    ).scalar_one()
+    # Locked once per transaction (one consumed batch); later events of the batch reuse the
+    # row. A savepoint rolled back releases the lock and expires the row (it was changed in
+    # it): then it is locked and read again.
+    head = uow.session.info.get(_HEAD)
+    if head is None or sa.inspect(head).expired_attributes:
+        head = (
+            await uow.session.execute(
+                sa.select(ChainHeadRow).where(ChainHeadRow.chain == CHAIN).with_for_update()
+            )
+        ).scalar_one()
+        uow.session.info[_HEAD] = head
     payload = event.to_bytes()
     seq = head.last_seq + 1
     digest = domain.payload_hash(payload)

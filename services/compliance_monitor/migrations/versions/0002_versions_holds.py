@@ -8,6 +8,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
+from bo_common.db import drop_outbox_notify, restore_outbox_notify
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -17,6 +19,7 @@ TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    drop_outbox_notify()
     op.create_table(
         "trades",
         sa.Column("trade_id", sa.Text, primary_key=True),
@@ -69,6 +72,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    restore_outbox_notify()
     op.drop_table("holds")
     # Only the latest evaluation of each trade fits the table of one evaluation per trade.
     op.execute(

@@ -7,6 +7,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
+from bo_common.db import drop_outbox_notify, restore_outbox_notify
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -14,6 +16,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    drop_outbox_notify()
     op.add_column("trades", sa.Column("cusip", sa.Text))
     op.add_column("trades", sa.Column("version", sa.Integer, nullable=False, server_default="1"))
     op.add_column("trades", sa.Column("cancel_reason", sa.Text))
@@ -44,6 +47,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    restore_outbox_notify()
     op.drop_table("client_limits")
     op.drop_table("trade_versions")
     op.drop_index("trades_state", "trades")

@@ -11,6 +11,8 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
+from bo_common.db import drop_outbox_notify, restore_outbox_notify
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -18,6 +20,7 @@ depends_on = None
 
 
 def upgrade() -> None:
+    drop_outbox_notify()
     # Adding columns rewrites no row through UPDATE, so the append-only trigger is not hit.
     op.add_column(
         "journal_entries",
@@ -81,6 +84,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    restore_outbox_notify()
     # Fails, as it should, once a trade has more than one entry of a kind.
     op.drop_table("trade_cancellations")
     op.drop_index("journal_entries_seq", "journal_entries")

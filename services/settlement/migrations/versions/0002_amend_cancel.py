@@ -8,6 +8,8 @@ Revises: 0001
 import sqlalchemy as sa
 from alembic import op
 
+from bo_common.db import drop_outbox_notify, restore_outbox_notify
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -17,6 +19,7 @@ TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    drop_outbox_notify()
     op.add_column(
         "obligations",
         sa.Column("version", sa.Integer, nullable=False, server_default=sa.text("1")),
@@ -67,6 +70,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    restore_outbox_notify()
     op.drop_table("refused_changes")
     op.drop_table("cancellations")
     # Keep the newest version's decision of each trade, as the one-row-per-trade table had.
