@@ -259,11 +259,11 @@ async def measure(
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
     envelope_size = 900  # a trade.captured envelope with this trade is about this size
-    log("baseline: broker produce+consume")
-    broker = await broker_baseline(stack.bootstrap, max(trades * 4, 20000), envelope_size)
-    log("baseline: PostgreSQL single-row insert commits")
-    postgres = await postgres_baseline(stack.database_url(BY_NAME["gateway"]), 3000)
-
+    log("warm-up: 300 trades at 100/s, then until every service has applied them")
+    warm = await single_trades_at_rate(
+        stack, keys["trader"], [_trade(n, f"warm-{run}") for n in range(300)], 100
+    )
+    await wait_applied(stack, warm["trade_ids"], timeout_s=120)
     log(f"single trades: {trades} at {rate:.0f}/s (open loop), everything else running")
     singles = await single_trades_at_rate(
         stack, keys["trader"], [_trade(n, run) for n in range(trades)], rate
@@ -285,6 +285,11 @@ async def measure(
     batch_orders = [_trade(trades + n, run) for n in range(batch_trades)]
     batches = await batch_intake(stack, keys["trader"], batch_orders, 1000, clients=2)
     intake_rate = batches["trades_per_second"]
+    # The raw rates last, so that their load does not linger into the measures above.
+    log("baseline: broker produce+consume")
+    broker = await broker_baseline(stack.bootstrap, max(trades * 4, 20000), envelope_size)
+    log("baseline: PostgreSQL single-row insert commits")
+    postgres = await postgres_baseline(stack.database_url(BY_NAME["gateway"]), 3000)
     return {
         "when": datetime.now(UTC).isoformat(),
         "machine": {"python": platform.python_version(), "cpus": _cpus()},
