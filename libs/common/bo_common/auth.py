@@ -76,7 +76,7 @@ class KeyStore:
     """Looks keys up in the service's own table, with a short cache to spare the database.
 
     A revoked key may keep working for up to `cache_ttl_s` seconds on a replica that
-    cached it; that bound is documented in docs/security.md.
+    cached it; that bound is documented in docs/architecture.md ("Keys").
     """
 
     def __init__(
