@@ -358,3 +358,30 @@ async def test_every_writing_route_answers_413_to_a_body_over_the_limit(
         headers={**auth(keys["ops"]), "content-type": "application/json"},
     )
     assert streamed.status_code == 413
+
+
+async def test_the_openapi_document_has_examples_and_every_error_for_every_route(
+    gateway: httpx.AsyncClient,
+) -> None:
+    document = (await gateway.get("/openapi.json")).json()
+    open_routes = {"/healthz", "/readyz", "/metrics"}
+    checked = 0
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            for status, response in responses.items():
+                for media, content in response.get("content", {}).items():
+                    has_example = "example" in content or "examples" in content
+                    schema_ref = content.get("schema", {}).get("$ref", "")
+                    if not has_example and schema_ref:
+                        name = schema_ref.rsplit("/", 1)[-1]
+                        has_example = "examples" in document["components"]["schemas"][name]
+                    assert has_example, (method, path, status, media)
+            if path in open_routes:
+                continue
+            expected = {"401", "429", "503"} | ({"413", "422"} if method == "post" else set())
+            assert expected <= set(responses), (method, path, sorted(responses))
+            for status in expected:
+                assert "application/problem+json" in responses[status]["content"]
+            checked += 1
+    assert checked == 7

@@ -223,11 +223,52 @@ def build_app(
             headers={"Retry-After": error.retry_after_header},
         )
 
-    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        summary="The process is alive",
+        responses={
+            200: {
+                "content": {
+                    "application/json": {
+                        "example": {"status": "ok", "service": settings.service_name}
+                    }
+                }
+            }
+        },
+    )
     async def healthz() -> dict[str, str]:
         return {"status": "ok", "service": settings.service_name}
 
-    @app.get("/readyz", tags=["operations"], summary="Database and broker are reachable")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Database and broker are reachable",
+        responses={
+            200: {
+                "description": "Ready",
+                "content": {
+                    "application/json": {
+                        "example": {
+                            "status": "ready",
+                            "checks": {"database": "ok", "broker": "ok", "consumer": "ok"},
+                        }
+                    }
+                },
+            },
+            503: {
+                "description": "Not ready; `checks` says what is not",
+                "content": {
+                    "application/json": {
+                        "example": {
+                            "status": "not ready",
+                            "checks": {"database": "ok", "broker": "unreachable: ..."},
+                        }
+                    }
+                },
+            },
+        },
+    )
     async def readyz() -> JSONResponse:
         checks = await runtime.readiness()
         ready = all(value == "ok" for value in checks.values())
@@ -241,7 +282,15 @@ def build_app(
         tags=["operations"],
         summary="Prometheus metrics",
         response_class=PlainTextResponse,
-        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+        responses={
+            200: {
+                "content": {
+                    CONTENT_TYPE_LATEST.split(";")[0]: {
+                        "example": 'bo_events_applied_total{service="ledger"} 42.0\n'
+                    }
+                }
+            }
+        },
     )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
