@@ -341,7 +341,7 @@ async def cancel_trade(
 async def record_progress(event: Envelope, uow: UnitOfWork) -> None:
     """Any event of a trade's chain: add it to the timeline and move the state forward."""
     trade_id = str(event.data.get("trade_id") or event.correlation_id)
-    await repository.record_timeline(
+    repository.record_timeline(
         uow.session,
         event_id=event.id,
         trade_id=trade_id,

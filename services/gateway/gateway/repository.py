@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime
 from typing import Any
 
@@ -148,19 +149,20 @@ async def timeline(session: AsyncSession, trade_id: str) -> list[TimelineRow]:
     )
 
 
-async def record_timeline(
+def record_timeline(
     session: AsyncSession,
     *,
-    event_id: object,
+    event_id: uuid.UUID,
     trade_id: str,
     event_type: str,
     source: str,
     occurred_at: datetime,
     data: dict[str, object],
 ) -> None:
-    await session.execute(
-        insert(TimelineRow)
-        .values(
+    """Queued in the session: a consumed batch's entries go in one multi-row insert when
+    the batch flushes (the inbox has made sure each event comes once)."""
+    session.add(
+        TimelineRow(
             event_id=event_id,
             trade_id=trade_id,
             event_type=event_type,
@@ -168,7 +170,6 @@ async def record_timeline(
             occurred_at=occurred_at,
             data=data,
         )
-        .on_conflict_do_nothing(index_elements=["event_id"])
     )
 
 
@@ -186,4 +187,9 @@ async def raise_state(
     query = sa.update(TradeRow).where(TradeRow.trade_id == trade_id, TradeRow.state_rank < rank)
     if version is not None:
         query = query.where(TradeRow.version <= version)
-    await session.execute(query.values(state=state, state_rank=rank, state_changed_at=at))
+    # Without flushing the queued timeline entries first: they do not bear on the update.
+    with session.sync_session.no_autoflush:
+        await session.execute(
+            query.values(state=state, state_rank=rank, state_changed_at=at),
+            execution_options={"synchronize_session": False},
+        )
