@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
+import hashlib
 import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,10 +47,34 @@ from bo_common.unit_of_work import UnitOfWork
 log = get_logger(__name__)
 
 Handler = Callable[[Envelope, UnitOfWork], Awaitable[None]]
+# For a topic whose messages are not envelopes of ours (e.g. ISO 20022 XML on csd.status):
+# the record's value as it came, and the unit of work.
+RawHandler = Callable[[bytes, UnitOfWork], Awaitable[None]]
 
 
 class PoisonMessage(Exception):
-    """The message can never be applied (bad schema, unknown version): dead-letter at once."""
+    """The message can never be applied (bad schema, unknown version): dead-letter at once,
+    with this exception's text as the dead letter's error."""
+
+
+def raw_message_id(topic: str, value: bytes) -> uuid.UUID:
+    """The inbox id of a raw (non-envelope) message: its topic and the SHA-256 of its bytes.
+    A redelivery carries the same bytes, so it is skipped; the producer must make two
+    different messages differ in their bytes (ISO 20022 status messages quote the
+    instruction id and the status, and a confirmation its quantities)."""
+    digest = hashlib.sha256(value).hexdigest()
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"raw:{topic}:{digest}")
+
+
+@dataclass(frozen=True)
+class _Work:
+    """One message to apply: its inbox id and type, and how to apply it."""
+
+    record: ConsumerRecord[bytes, bytes]
+    event_id: uuid.UUID
+    event_type: str
+    correlation_id: str | None
+    apply: Callable[[UnitOfWork], Awaitable[None]]
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -70,8 +97,12 @@ class ConsumeLoop:
         handler_attempts: int = 3,
         on_commit: Callable[[], None] | None = None,
         default_handler: Handler | None = None,
+        raw_handlers: Mapping[str, RawHandler] | None = None,
     ) -> None:
         self._default_handler = default_handler
+        # topic -> handler of its raw values: these topics' messages are not read as
+        # envelopes; their inbox id is raw_message_id(topic, value).
+        self._raw_handlers = dict(raw_handlers or {})
         self.name = name
         self.topics = list(topics)
         self._handlers = dict(handlers)
@@ -162,20 +193,13 @@ class ConsumeLoop:
         """
         async with self._sessions() as session, session.begin():
             uow = UnitOfWork.bound(session)
-            work: list[tuple[ConsumerRecord[bytes, bytes], Envelope, Handler]] = []
+            work: list[_Work] = []
             for records in batches.values():
                 for record in records:
                     MESSAGES_CONSUMED.labels(self.name, record.topic).inc()
-                    try:
-                        event = Envelope.from_bytes(record.value or b"")
-                    except (ValidationError, ValueError) as error:
-                        await self._dead_letter(
-                            record, uow, f"invalid envelope: {error}", attempts=1
-                        )
-                        continue
-                    handler = self._handlers.get(event.type, self._default_handler)
-                    if handler is not None:  # else not an event this service reacts to
-                        work.append((record, event, handler))
+                    item = await self._work_of(record, uow)
+                    if item is not None:
+                        work.append(item)
             if work:
                 mark = uow.outbox.mark()
                 try:
@@ -186,17 +210,56 @@ class ConsumeLoop:
                         raise
                     uow.outbox.discard(since=mark)
                     log.warning("batch_fast_path_failed", error=repr(error))
-                    for record, event, handler in work:
-                        await self._apply_one(record, event, handler, uow)
+                    for item in work:
+                        await self._apply_one(item, uow)
             await uow.flush()
 
-    async def _apply_all(
-        self, work: list[tuple[ConsumerRecord[bytes, bytes], Envelope, Handler]], uow: UnitOfWork
-    ) -> None:
+    async def _work_of(self, record: ConsumerRecord[bytes, bytes], uow: UnitOfWork) -> _Work | None:
+        """What to do with a record: None if no handler of this service wants it (or it
+        was dead-lettered as an invalid envelope)."""
+        value = record.value or b""
+        raw_handler = self._raw_handlers.get(record.topic)
+        if raw_handler is not None:
+            return _Work(
+                record=record,
+                event_id=raw_message_id(record.topic, value),
+                event_type=record.topic,
+                correlation_id=None,
+                apply=functools.partial(raw_handler, value),
+            )
+        try:
+            event = Envelope.from_bytes(value)
+        except (ValidationError, ValueError) as error:
+            await self._dead_letter(record, uow, f"invalid envelope: {error}", attempts=1)
+            return None
+        handler = self._handlers.get(event.type, self._default_handler)
+        if handler is None:
+            return None  # not an event this service reacts to
+        return _Work(
+            record=record,
+            event_id=event.id,
+            event_type=event.type,
+            correlation_id=event.correlation_id,
+            apply=functools.partial(handler, event),
+        )
+
+    def _context(self, item: _Work) -> Any:
+        return bound_contextvars(
+            event_id=str(item.event_id),
+            correlation_id=item.correlation_id,
+            event_type=item.event_type,
+        )
+
+    async def _apply_all(self, work: list[_Work], uow: UnitOfWork) -> None:
         rows: dict[uuid.UUID, dict[str, object]] = {}
-        for record, event, _ in work:
+        for item in work:
             rows.setdefault(
-                event.id, {"event_id": event.id, "event_type": event.type, "topic": record.topic}
+                item.event_id,
+                {
+                    "event_id": item.event_id,
+                    "event_type": item.event_type,
+                    "topic": item.record.topic,
+                },
             )
         fresh = set(
             (
@@ -208,59 +271,52 @@ class ConsumeLoop:
                 )
             ).scalars()
         )
-        for _, event, handler in work:
-            if event.id not in fresh:
+        for item in work:
+            if item.event_id not in fresh:
                 EVENTS_DUPLICATE.labels(self.name).inc()
                 continue
-            fresh.discard(event.id)  # the same event twice in one batch is applied once
-            with bound_contextvars(
-                event_id=str(event.id), correlation_id=event.correlation_id, event_type=event.type
-            ):
-                await handler(event, uow)
-            EVENTS_APPLIED.labels(self.name, event.type).inc()
+            fresh.discard(item.event_id)  # the same event twice in one batch is applied once
+            with self._context(item):
+                await item.apply(uow)
+            EVENTS_APPLIED.labels(self.name, item.event_type).inc()
         await uow.flush()
 
-    async def _apply_one(
-        self,
-        record: ConsumerRecord[bytes, bytes],
-        event: Envelope,
-        handler: Handler,
-        uow: UnitOfWork,
-    ) -> None:
+    async def _apply_one(self, item: _Work, uow: UnitOfWork) -> None:
         last_error: BaseException | None = None
+        error_text = ""
+        attempts = self._attempts
         mark = uow.outbox.mark()
-        with bound_contextvars(
-            event_id=str(event.id), correlation_id=event.correlation_id, event_type=event.type
-        ):
+        with self._context(item):
             for attempt in range(1, self._attempts + 1):
                 try:
                     async with uow.session.begin_nested():
-                        if not await self._first_delivery(event, record, uow):
+                        if not await self._first_delivery(item, uow):
                             EVENTS_DUPLICATE.labels(self.name).inc()
                             return
-                        await handler(event, uow)
+                        await item.apply(uow)
                         await uow.flush()
-                    EVENTS_APPLIED.labels(self.name, event.type).inc()
+                    EVENTS_APPLIED.labels(self.name, item.event_type).inc()
                     return
                 except PoisonMessage as error:
-                    last_error = error
                     uow.outbox.discard(since=mark)
+                    # Its own text, as the raiser wrote it (e.g. a schema validation error).
+                    error_text = f"{type(error).__name__}: {error}"
+                    attempts = attempt
                     break
                 except Exception as error:
                     if _is_transient(error):
                         raise
                     last_error = error
+                    error_text = repr(error)
                     uow.outbox.discard(since=mark)
                     HANDLER_RETRIES.labels(self.name).inc()
-                    log.warning("handler_failed", attempt=attempt, error=repr(error))
-            await self._dead_letter(record, uow, repr(last_error), attempts=self._attempts)
+                    log.warning("handler_failed", attempt=attempt, error=repr(last_error))
+            await self._dead_letter(item.record, uow, error_text, attempts=attempts)
 
-    async def _first_delivery(
-        self, event: Envelope, record: ConsumerRecord[bytes, bytes], uow: UnitOfWork
-    ) -> bool:
+    async def _first_delivery(self, item: _Work, uow: UnitOfWork) -> bool:
         inserted = await uow.session.scalar(
             insert(InboxRow)
-            .values(event_id=event.id, event_type=event.type, topic=record.topic)
+            .values(event_id=item.event_id, event_type=item.event_type, topic=item.record.topic)
             .on_conflict_do_nothing(index_elements=["event_id"])
             .returning(InboxRow.event_id)
         )

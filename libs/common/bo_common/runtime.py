@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bo_common.auth import ACCESS_HANDLERS, ClientLimits, KeyStore, Principal, Role, require_role
-from bo_common.consumer import ConsumeLoop, Handler
+from bo_common.consumer import ConsumeLoop, Handler, RawHandler
 from bo_common.db import make_engine, make_sessionmaker
 from bo_common.edge import EdgeMiddleware, RateLimited, RateLimiter
 from bo_common.kafka import start_producer
@@ -40,6 +40,9 @@ class Subscription:
     handlers: Mapping[str, Handler]
     # For a consumer that follows every event type of its topics (the status view, audit).
     default_handler: Handler | None = None
+    # Topics whose messages are not envelopes (ISO 20022 XML on csd.status): the handler of
+    # each such topic's raw values. These topics are read too (no need to list them twice).
+    raw_handlers: Mapping[str, RawHandler] = field(default_factory=dict)
 
 
 class ServiceRuntime:
@@ -86,7 +89,11 @@ class ServiceRuntime:
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         handlers: dict[str, Handler] = {**ACCESS_HANDLERS, **self.subscription.handlers}
-        topics = list(dict.fromkeys([*self.subscription.topics, ACCESS_EVENTS]))
+        topics = list(
+            dict.fromkeys(
+                [*self.subscription.topics, *self.subscription.raw_handlers, ACCESS_EVENTS]
+            )
+        )
         self.loop = ConsumeLoop(
             name=s.service_name,
             topics=topics,
@@ -96,6 +103,7 @@ class ServiceRuntime:
             group_id=s.group_id,
             handler_attempts=s.handler_attempts,
             default_handler=self.subscription.default_handler,
+            raw_handlers=self.subscription.raw_handlers,
             on_commit=self.relay.wake,
         )
         self._tasks.append(asyncio.create_task(self.loop.run(), name="consume-loop"))

@@ -1,17 +1,33 @@
 """How the simulated depository answers an instruction: settable rules, first match wins,
-default settle. Deterministic, so tests can produce each outcome. No I/O."""
+default settle. Deterministic, so tests can produce each outcome. No I/O.
+
+An instruction is a sese.023 (bo_iso20022.SettlementInstruction); the answers are the
+sese.024 status advice (matched, pending, failed) and sese.025 confirmations (settled,
+partially settled) the depository sends back, in order."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from decimal import Decimal
-from typing import Literal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from typing import Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bo_common.contracts.csd import CsdInstruction
+from bo_common.contracts.csd import minor_units
+from bo_iso20022 import (
+    LACK_OF_SECURITIES,
+    SettlementConfirmation,
+    SettlementInstruction,
+    StatusAdvice,
+    failing_reason_codes,
+    pending_reason_codes,
+)
 
 Outcome = Literal["settle", "fail", "partial", "pending", "match_only"]
+Answer: TypeAlias = StatusAdvice | SettlementConfirmation
+
+# Quantities are booked to 8 decimals across the back office (the gateway's limit): a
+# partial settlement settles the fraction of the quantity rounded down to that.
+QUANTITY_STEP = Decimal("0.00000001")
 
 
 class Rule(BaseModel):
@@ -19,43 +35,100 @@ class Rule(BaseModel):
 
     isin: str | None = None
     counterparty_lei: str | None = None
+    # The safekeeping account the instruction names (QtyAndAcctDtls/SfkpgAcct: our account
+    # at the depository, from the SSI), the only account a depository sees.
     account: str | None = None
     outcome: Outcome
-    reason: str | None = Field(default=None, description="e.g. LACK (securities) or MONY (cash)")
-    settled_fraction: Decimal = Field(default=Decimal("0.5"), gt=0, lt=1)
+    reason: str | None = Field(
+        default=None,
+        description=(
+            "A sese.024 reason code: for fail a FailingReason4Code (default LACK securities; "
+            "MONY cash), for pending a PendingReason24Code (none: NORE)"
+        ),
+    )
+    settled_fraction: Decimal = Field(default=Decimal("0.5"), gt=0, lt=1, decimal_places=8)
 
-    def matches(self, instruction: CsdInstruction) -> bool:
+    @model_validator(mode="after")
+    def _reason_is_a_code_of_its_outcome(self) -> Rule:
+        if self.reason is None:
+            return self
+        if self.outcome == "fail":
+            codes = failing_reason_codes()
+        elif self.outcome == "pending":
+            codes = pending_reason_codes()
+        else:
+            raise ValueError(f"a {self.outcome} rule has no reason")
+        if self.reason not in codes:
+            raise ValueError(
+                f"reason {self.reason!r} is not a sese.024 {self.outcome} reason code "
+                f"(e.g. {', '.join(sorted(codes)[:6])}, ...)"
+            )
+        return self
+
+    def matches(self, instruction: SettlementInstruction) -> bool:
         return (
             (self.isin is None or self.isin == instruction.isin)
             and (
                 self.counterparty_lei is None
                 or self.counterparty_lei == instruction.counterparty_lei
             )
-            and (self.account is None or self.account == instruction.account)
+            and (self.account is None or self.account == instruction.safekeeping_account)
         )
 
 
-@dataclass(frozen=True)
-class StatusStep:
-    status: Literal["matched", "pending", "settled", "partially_settled", "failed"]
-    reason: str | None = None
-    settled_quantity: Decimal | None = None
+def _confirmation(
+    instruction: SettlementInstruction, settled_quantity: Decimal
+) -> SettlementConfirmation:
+    partial = settled_quantity < instruction.quantity
+    amount = instruction.settlement_amount
+    if amount is not None and partial:
+        exponent = Decimal(1).scaleb(-minor_units(instruction.currency or ""))
+        amount = (amount * settled_quantity / instruction.quantity).quantize(
+            exponent, rounding=ROUND_HALF_EVEN
+        )
+    return SettlementConfirmation(
+        instruction_id=instruction.instruction_id,
+        status="partially_settled" if partial else "settled",
+        movement=instruction.movement,
+        payment=instruction.payment,
+        isin=instruction.isin,
+        settled_quantity=settled_quantity,
+        remaining_quantity=instruction.quantity - settled_quantity if partial else None,
+        settled_amount=amount,
+        currency=instruction.currency,
+        # Settled as of the intended settlement date (deterministic: the same instruction
+        # is always answered with the same bytes).
+        settlement_date=instruction.settlement_date,
+        trade_ids=instruction.trade_ids,
+    )
 
 
-def answer(instruction: CsdInstruction, rules: list[Rule]) -> list[StatusStep]:
+def partial_quantity(quantity: Decimal, fraction: Decimal) -> Decimal:
+    """The fraction of the quantity, rounded down to QUANTITY_STEP, at least one step."""
+    return max((quantity * fraction).quantize(QUANTITY_STEP, rounding=ROUND_DOWN), QUANTITY_STEP)
+
+
+def answer(instruction: SettlementInstruction, rules: list[Rule]) -> list[Answer]:
     rule = next((r for r in rules if r.matches(instruction)), None)
     outcome: Outcome = rule.outcome if rule else "settle"
+    instruction_id = instruction.instruction_id
     if outcome == "pending":
-        return [StatusStep("pending", rule.reason if rule else None)]
-    steps = [StatusStep("matched")]
-    if outcome == "settle":
-        steps.append(StatusStep("settled", settled_quantity=instruction.quantity))
-    elif outcome == "fail":
-        steps.append(StatusStep("failed", (rule.reason if rule else None) or "LACK"))
-    elif outcome == "partial" and rule is not None:
-        steps.append(
-            StatusStep(
-                "partially_settled", settled_quantity=instruction.quantity * rule.settled_fraction
+        return [
+            StatusAdvice(
+                instruction_id=instruction_id,
+                status="pending",
+                reason_code=rule.reason if rule else None,
             )
+        ]
+    steps: list[Answer] = [StatusAdvice(instruction_id=instruction_id, status="matched")]
+    if outcome == "settle":
+        steps.append(_confirmation(instruction, instruction.quantity))
+    elif outcome == "fail":
+        reason = (rule.reason if rule else None) or LACK_OF_SECURITIES
+        steps.append(
+            StatusAdvice(instruction_id=instruction_id, status="failed", reason_code=reason)
         )
+    elif outcome == "partial" and rule is not None:
+        settled = partial_quantity(instruction.quantity, rule.settled_fraction)
+        steps.append(_confirmation(instruction, min(settled, instruction.quantity)))
     return steps

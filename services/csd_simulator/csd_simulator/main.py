@@ -1,4 +1,5 @@
-"""The simulator process: consume csd.instructions, answer on csd.status, rules over HTTP."""
+"""The simulator process: consume sese.023 instructions on csd.instructions, answer with
+sese.024 status advice and sese.025 confirmations on csd.status, rules over HTTP."""
 
 from __future__ import annotations
 
@@ -9,19 +10,24 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from bo_common.consumer import dead_letter_payload
-from bo_common.contracts import csd as contract
-from bo_common.envelope import Envelope, new_event
 from bo_common.kafka import make_consumer, start_producer, start_with_retry
 from bo_common.logs import configure_logging, get_logger
 from bo_common.problems import install_problem_handlers
 from bo_common.topics import CSD_INSTRUCTIONS, CSD_STATUS, dead_letter_topic
+from bo_iso20022 import (
+    InvalidMessage,
+    StatusAdvice,
+    parse_sese023,
+    render_sese024,
+    render_sese025,
+)
 from csd_simulator.config import Settings
 from csd_simulator.domain import Rule, answer
 
@@ -75,47 +81,35 @@ class Simulator:
             await self.consumer.stop()
             await self.producer.stop()
 
-    async def _answer(self, raw: bytes, record: object) -> list[asyncio.Future[object]]:
+    async def _answer(
+        self, raw: bytes, record: ConsumerRecord[bytes, bytes]
+    ) -> list[asyncio.Future[object]]:
+        """Read a sese.023 and answer it on csd.status (sese.024, then sese.025 if it
+        settles); a message that is not a valid sese.023 goes to csd.instructions.dlq."""
         if self.producer is None:
             raise RuntimeError("producer not started")
         try:
-            event = Envelope.from_bytes(raw)
-            instruction = contract.CsdInstruction.model_validate(event.data)
-        except (ValidationError, ValueError) as error:
+            instruction = parse_sese023(raw)
+        except InvalidMessage as error:
             log.error("malformed_instruction", error=str(error))
             return [
                 await self.producer.send(
                     dead_letter_topic(CSD_INSTRUCTIONS),
                     dead_letter_payload(
-                        record,
-                        error=str(error),
-                        consumer="csd_simulator",  # type: ignore[arg-type]
-                        attempts=1,
+                        record, error=str(error), consumer="csd_simulator", attempts=1
                     ),
+                    key=record.key,
                 )
             ]
         futures = []
-        for step in answer(instruction, self.rules):
-            status = new_event(
-                type=f"csd.{step.status}",
-                source="csd_simulator",
-                subject=instruction.instruction_id,
-                cause=event,
-                actor="csd",
-                event_id=uuid.uuid5(event.id, step.status),
-                data=contract.CsdStatus(
-                    instruction_id=instruction.instruction_id,
-                    status=step.status,
-                    reason=step.reason,
-                    settled_quantity=step.settled_quantity,
-                ).model_dump(mode="json"),
-            )
-            ANSWERED.labels(step.status).inc()
-            futures.append(
-                await self.producer.send(
-                    CSD_STATUS, status.to_bytes(), key=instruction.instruction_id.encode()
-                )
-            )
+        key = instruction.instruction_id.encode()
+        for message in answer(instruction, self.rules):
+            if isinstance(message, StatusAdvice):
+                payload = render_sese024(message)
+            else:
+                payload = render_sese025(message)
+            ANSWERED.labels(message.status).inc()
+            futures.append(await self.producer.send(CSD_STATUS, payload, key=key))
         return futures
 
     async def stop(self) -> None:

@@ -1,14 +1,13 @@
 """Which topics settlement reads and the handler of each event type."""
 
 from bo_common.contracts import compliance as compliance_contract
-from bo_common.contracts import csd as csd_contract
 from bo_common.contracts import gateway as gateway_contract
 from bo_common.runtime import Subscription
 from bo_common.topics import COMPLIANCE_EVENTS, CSD_STATUS, TRADE_EVENTS
 from settlement import handlers
 
 subscription = Subscription(
-    topics=[TRADE_EVENTS, COMPLIANCE_EVENTS, CSD_STATUS],
+    topics=[TRADE_EVENTS, COMPLIANCE_EVENTS],
     handlers={
         gateway_contract.TRADE_CAPTURED: handlers.create_obligation,
         gateway_contract.TRADE_AMENDED: handlers.amend_obligation,
@@ -17,10 +16,8 @@ subscription = Subscription(
         compliance_contract.TRADE_HELD: handlers.record_compliance_decision,
         "compliance.trade_released": handlers.record_compliance_decision,
         "compliance.trade_rejected": handlers.record_compliance_decision,
-        csd_contract.MATCHED: handlers.apply_csd_status,
-        csd_contract.SETTLED: handlers.apply_csd_status,
-        csd_contract.PARTIALLY_SETTLED: handlers.apply_csd_status,
-        csd_contract.FAILED: handlers.apply_csd_status,
-        csd_contract.PENDING: handlers.apply_csd_status,
     },
+    # The depository's ISO 20022 answers (sese.024 status advice, sese.025 confirmations):
+    # XML, not envelopes; a message that fails the schema is dead-lettered with the error.
+    raw_handlers={CSD_STATUS: handlers.apply_csd_status},
 )

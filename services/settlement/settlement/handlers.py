@@ -6,13 +6,16 @@ matched, settled or failed."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
+import bo_iso20022
+from bo_common.consumer import PoisonMessage
 from bo_common.contracts import compliance as compliance_contract
 from bo_common.contracts import csd as csd_contract
 from bo_common.contracts import gateway as gateway_contract
@@ -23,7 +26,7 @@ from bo_common.topics import CSD_INSTRUCTIONS, SETTLEMENT_EVENTS
 from bo_common.unit_of_work import UnitOfWork
 from settlement import domain
 from settlement.calendars import business_days
-from settlement.markets import MARKETS
+from settlement.markets import MARKETS, depository_bic
 from settlement.tables import (
     CancellationRow,
     ComplianceDecisionRow,
@@ -410,17 +413,44 @@ async def advance(
     row.updated_at = now
 
 
+def instruction_id_of(obligation_id: str) -> str:
+    """The instruction's id, also its sese.023 TxId: Max35Text, so a UUID without hyphens."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"instruction:{obligation_id}").hex
+
+
 async def instruct(
     uow: UnitOfWork, row: ObligationRow, ssi: SsiRow, *, cause: Envelope | None, now: datetime
 ) -> None:
-    """Gross settlement: one instruction for the trade (netting runs group them)."""
+    """Gross settlement: one instruction for the trade (netting runs group them), sent to
+    the depository as a sese.023 through the outbox."""
     terms = domain.instruction_terms(
         side=row.side,
         settlement_type=row.settlement_type,
         quantity=row.quantity,
         amount=row.amount,
     )
-    instruction_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"instruction:{row.obligation_id}"))
+    # The cash the depository moves: rounded to the currency's minor units (see
+    # csd_contract.settlement_amount). The row keeps this rounded amount, so the
+    # instruction, its message and the settled amount agree.
+    amount = csd_contract.settlement_amount(terms.amount, row.currency)
+    instruction_id = instruction_id_of(row.obligation_id)
+    message = bo_iso20022.SettlementInstruction(
+        instruction_id=instruction_id,
+        movement="RECE" if terms.direction == "RECEIVE" else "DELI",
+        payment=terms.payment,
+        trade_date=row.trade_date,
+        settlement_date=row.settlement_date,
+        isin=row.isin,
+        quantity=terms.quantity,
+        settlement_amount=amount if terms.payment == "APMT" else None,
+        currency=row.currency if terms.payment == "APMT" else None,
+        depository_bic=depository_bic(ssi.depository, row.market),
+        counterparty_lei=row.counterparty_lei,
+        counterparty_bic=ssi.custodian_bic,
+        safekeeping_account=ssi.safekeeping_account,
+        cash_account=ssi.cash_account,
+        trade_ids=(row.trade_id,),
+    )
     uow.session.add(
         InstructionRow(
             instruction_id=instruction_id,
@@ -430,7 +460,7 @@ async def instruct(
             payment=terms.payment,
             isin=row.isin,
             quantity=terms.quantity,
-            amount=terms.amount,
+            amount=amount,
             currency=row.currency,
             settlement_date=row.settlement_date,
             depository=ssi.depository,
@@ -444,32 +474,12 @@ async def instruct(
     row.state = "instructed"
     row.instruction_id = instruction_id
     row.updated_at = now
-    uow.outbox.put(
-        new_event(
-            type=csd_contract.INSTRUCTION,
-            source="settlement",
-            subject=instruction_id,
-            correlation_id=row.correlation_id,
-            cause=cause,
-            actor=ACTOR,
-            time=now,
-            data=csd_contract.CsdInstruction(
-                instruction_id=instruction_id,
-                trade_ids=[row.trade_id],
-                account=row.account,
-                direction=terms.direction,
-                payment=terms.payment,
-                isin=row.isin,
-                quantity=terms.quantity,
-                amount=terms.amount,
-                currency=row.currency,
-                settlement_date=row.settlement_date,
-                depository=ssi.depository,
-                counterparty_lei=row.counterparty_lei,
-            ).model_dump(mode="json"),
-        ),
+    uow.outbox.put_raw(
+        event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"sese.023:{instruction_id}"),
+        event_type=csd_contract.INSTRUCTION,
         topic=CSD_INSTRUCTIONS,
         key=instruction_id,
+        payload=bo_iso20022.render_sese023(message),
     )
     _emit(
         uow,
@@ -483,8 +493,45 @@ async def instruct(
     )
 
 
-async def apply_csd_status(event: Envelope, uow: UnitOfWork) -> None:
-    status = csd_contract.CsdStatus.model_validate(event.data)
+@dataclass(frozen=True)
+class CsdStatus:
+    """What settlement reads from a sese.024 or sese.025 on csd.status."""
+
+    instruction_id: str
+    status: str  # matched, pending, failed, settled, partially_settled
+    reason: str | None = None
+    settled_quantity: Decimal | None = None
+    settled_amount: Decimal | None = None
+
+
+def csd_status_of(value: bytes) -> CsdStatus:
+    """The status a csd.status message carries; PoisonMessage (dead-lettered at once, with
+    the validation error) for anything that is not a schema-valid sese.024 or sese.025."""
+    try:
+        message = bo_iso20022.parse(value)
+    except bo_iso20022.InvalidMessage as error:
+        raise PoisonMessage(str(error)) from error
+    if isinstance(message, bo_iso20022.StatusAdvice):
+        reason = message.reason_code
+        if reason is not None and message.reason_text:
+            reason = f"{reason}: {message.reason_text}"
+        return CsdStatus(message.instruction_id, message.status, reason)
+    if isinstance(message, bo_iso20022.SettlementConfirmation):
+        return CsdStatus(
+            message.instruction_id,
+            message.status,
+            settled_quantity=message.settled_quantity,
+            settled_amount=message.settled_amount,
+        )
+    raise PoisonMessage(
+        f"{bo_iso20022.SESE_023}: a settlement instruction is not a status; csd.status "
+        "carries sese.024 and sese.025"
+    )
+
+
+async def apply_csd_status(value: bytes, uow: UnitOfWork) -> None:
+    """A raw csd.status message (ISO 20022 XML): move the instruction and its trades."""
+    status = csd_status_of(value)
     instruction = (
         await uow.session.execute(
             sa.select(InstructionRow)
@@ -494,6 +541,7 @@ async def apply_csd_status(event: Envelope, uow: UnitOfWork) -> None:
     ).scalar_one_or_none()
     if instruction is None:
         raise domain.SettlementError(f"status for unknown instruction {status.instruction_id}")
+    log.info("csd_status", instruction_id=status.instruction_id, status=status.status)
     if instruction.state in ("settled", "cancelled"):
         return  # final: a late or repeated status changes nothing
     if status.status == "pending":
@@ -516,7 +564,11 @@ async def apply_csd_status(event: Envelope, uow: UnitOfWork) -> None:
         row.updated_at = now
         if new_state in ("settled", "partially_settled"):
             quantity = status.settled_quantity or row.quantity
-            amount = (row.amount * quantity / row.quantity) if row.quantity else row.amount
+            if status.settled_amount is not None and len(instruction.trade_ids) == 1:
+                # Against payment, one trade: the cash the depository says it moved.
+                amount = status.settled_amount
+            else:
+                amount = (row.amount * quantity / row.quantity) if row.quantity else row.amount
             _emit(
                 uow,
                 contract.SETTLED if new_state == "settled" else "settlement.partially_settled",
@@ -533,7 +585,7 @@ async def apply_csd_status(event: Envelope, uow: UnitOfWork) -> None:
                     settlement_date=row.settlement_date,
                     counterparty_lei=row.counterparty_lei,
                 ).model_dump(mode="json"),
-                event,
+                None,
                 now,
             )
         else:
@@ -547,7 +599,7 @@ async def apply_csd_status(event: Envelope, uow: UnitOfWork) -> None:
                     account=row.account,
                     reason=status.reason,
                 ).model_dump(mode="json"),
-                event,
+                None,
                 now,
             )
 

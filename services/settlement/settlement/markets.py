@@ -47,3 +47,29 @@ MARKET_OF_ISIN_COUNTRY: dict[str, Market] = {
     "NL": NL,
 }
 MARKETS: dict[str, Market] = {m.code: m for m in (US, UK, FR, DE, NL)}
+
+# The place of settlement of a sese.023 is the depository's BIC. An SSI names its depository
+# in words: these are the names it may use for each market's depository.
+DEPOSITORY_ALIASES: dict[str, Market] = {
+    "DTC": US,
+    "DTCC": US,
+    "CREST": UK,
+    "Euroclear UK": UK,
+    "Euroclear UK & International": UK,
+    "Euroclear France": FR,
+    "Clearstream Banking Frankfurt": DE,
+    "Clearstream Frankfurt": DE,
+    "Clearstream Banking AG": DE,
+    "Euroclear Nederland": NL,
+}
+
+
+def depository_bic(depository: str, market: str) -> str:
+    """The BIC of the depository an SSI names (by name, alias or BIC); an unknown name is
+    the market's own depository, where every trade of that market settles."""
+    by_name = {m.depository.casefold(): m for m in MARKETS.values()}
+    by_name.update({alias.casefold(): m for alias, m in DEPOSITORY_ALIASES.items()})
+    by_bic = {m.depository_bic: m for m in MARKETS.values()}
+    by_bic.update({m.depository_bic[:8]: m for m in MARKETS.values()})
+    found = by_name.get(depository.strip().casefold()) or by_bic.get(depository.strip().upper())
+    return (found or MARKETS[market]).depository_bic
