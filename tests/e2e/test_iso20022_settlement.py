@@ -117,7 +117,10 @@ async def test_every_sese023_settlement_sends_validates_against_the_xsd(
 ) -> None:
     # 3 x 0.3333333333 = 0.9999999999 USD: the instruction settles 1.00 (rounded half to
     # even to the cent), and the row, the message and the settled amount agree.
-    trade_id = await post_trade(gateway, keys, quantity="3", price="0.3333333333")
+    # An ISIN no other trade uses, so that netting leaves the trade on its own.
+    trade_id = await post_trade(
+        gateway, keys, quantity="3", price="0.3333333333", isin="US7427181091"
+    )
     await wait_for_state(gateway, keys["trader"], trade_id, "settled")
     db = databases["settlement"]
     row = await instruction_of(db, trade_id)

@@ -7,21 +7,35 @@ from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends
+from sqlalchemy.dialects.postgresql import insert
+from stdnum import lei as stdnum_lei
+from stdnum.exceptions import ValidationError as StdnumError
 
 from bo_common.auth import Principal, Role
 from bo_common.problems import Problem
 from bo_common.runtime import READERS, RuntimeDep, roles
-from settlement import domain, handlers
+from settlement import domain, handlers, runs
 from settlement.schemas import (
+    CounterpartyNettingIn,
+    CounterpartyNettingOut,
     ExceptionOut,
     ExceptionResolutionIn,
     InstructionOut,
+    NettingRunIn,
+    NettingRunOut,
     ObligationOut,
     RefusedChangeOut,
     SsiIn,
     SsiOut,
 )
-from settlement.tables import InstructionRow, ObligationRow, RefusedChangeRow, SsiRow
+from settlement.tables import (
+    CounterpartyNettingRow,
+    InstructionRow,
+    NettingRunRow,
+    ObligationRow,
+    RefusedChangeRow,
+    SsiRow,
+)
 
 router = APIRouter(prefix="/v1", tags=["settlement"])
 Reader = Annotated[Principal, Depends(roles(*READERS))]
@@ -160,3 +174,97 @@ async def list_ssis(
             SsiOut.model_validate(r, from_attributes=True)
             for r in (await session.execute(query)).scalars()
         ]
+
+
+@router.post(
+    "/netting-runs",
+    status_code=201,
+    response_model=NettingRunOut,
+    tags=["netting"],
+    summary="Net every ready obligation of a settlement date now",
+    description=(
+        "Nets, in one transaction, every obligation of the settlement date that is ready "
+        "(cleared for its current version, SSI found, not cancelled, not yet instructed) "
+        "into instructions: one per counterparty, ISIN, currency, date, SSI and payment "
+        "type, or one per obligation for a counterparty with netting off. Posting again "
+        "never instructs a trade twice: a run with nothing ready is recorded with no "
+        "instructions. The automatic cycle (every SETTLEMENT_NETTING_INTERVAL_S seconds) "
+        "runs the same thing for every date with ready obligations."
+    ),
+)
+async def post_netting_run(
+    body: NettingRunIn, principal: Operator, runtime: RuntimeDep
+) -> NettingRunOut:
+    run_id = await runs.run_netting(
+        runtime.unit_of_work(),
+        settlement_date=body.settlement_date,
+        trigger="manual",
+        actor=principal.actor,
+        cutoff_note=body.cutoff_note,
+    )
+    return await _netting_run(runtime, run_id)
+
+
+@router.get("/netting-runs/{run_id}", response_model=NettingRunOut, tags=["netting"])
+async def get_netting_run(run_id: str, _: Reader, runtime: RuntimeDep) -> NettingRunOut:
+    return await _netting_run(runtime, run_id)
+
+
+async def _netting_run(runtime: RuntimeDep, run_id: str) -> NettingRunOut:
+    async with runtime.sessions() as session:
+        run = await session.get(NettingRunRow, run_id)
+        if run is None:
+            raise Problem(404, "Not found", f"no netting run '{run_id}'")
+        instructions = (
+            await session.execute(
+                sa.select(InstructionRow)
+                .where(InstructionRow.run_id == run_id)
+                .order_by(InstructionRow.instruction_id)
+            )
+        ).scalars()
+        return NettingRunOut(
+            run_id=run.run_id,
+            settlement_date=run.settlement_date,
+            trigger=run.trigger,
+            cutoff_note=run.cutoff_note,
+            created_by=run.created_by,
+            created_at=run.created_at,
+            obligation_count=run.obligation_count,
+            instruction_count=run.instruction_count,
+            instructions=[
+                InstructionOut.model_validate(r, from_attributes=True) for r in instructions
+            ],
+        )
+
+
+@router.put(
+    "/counterparties/{lei}/netting",
+    response_model=CounterpartyNettingOut,
+    tags=["netting"],
+    summary="Switch netting on or off for a counterparty",
+    description="Off: the counterparty's obligations settle gross, one instruction each, "
+    "from the next netting run on. Every counterparty nets unless switched off.",
+)
+async def put_counterparty_netting(
+    lei: str, body: CounterpartyNettingIn, principal: Operator, runtime: RuntimeDep
+) -> CounterpartyNettingOut:
+    try:
+        lei = str(stdnum_lei.validate(lei))
+    except StdnumError as error:
+        raise Problem(
+            422,
+            "Validation failed",
+            f"lei: not a valid LEI ({error})",
+            errors=[{"field": "lei", "reason": f"not a valid LEI ({error})"}],
+        ) from None
+    now = datetime.now(UTC)
+    values = {"enabled": body.enabled, "updated_by": principal.actor, "updated_at": now}
+    uow = runtime.unit_of_work()
+    async with uow:
+        await uow.session.execute(
+            insert(CounterpartyNettingRow)
+            .values(counterparty_lei=lei, **values)
+            .on_conflict_do_update(index_elements=["counterparty_lei"], set_=values)
+        )
+        await uow.commit()
+    return CounterpartyNettingOut(counterparty_lei=lei, **values)

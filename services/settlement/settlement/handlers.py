@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal
+from decimal import ROUND_DOWN, Context, Decimal, localcontext
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,7 +24,7 @@ from bo_common.envelope import Envelope, new_event
 from bo_common.logs import get_logger
 from bo_common.topics import CSD_INSTRUCTIONS, SETTLEMENT_EVENTS
 from bo_common.unit_of_work import UnitOfWork
-from settlement import domain
+from settlement import domain, netting
 from settlement.calendars import business_days
 from settlement.markets import MARKETS, depository_bic
 from settlement.tables import (
@@ -38,7 +38,15 @@ from settlement.tables import (
 
 log = get_logger(__name__)
 
+# Quantities are booked to 8 decimals across the back office.
+QUANTITY_STEP = Decimal("0.00000001")
+
 ACTOR = "service:settlement"
+
+# Netting disabled (SETTLEMENT_NETTING_INTERVAL_S=0): an obligation is instructed gross as
+# soon as it is ready. Otherwise it stays ready until a netting run (settlement.runs)
+# instructs it. Set by main.create_app from the settings.
+GROSS_WHEN_READY = True
 
 COMPLIANCE_DECISION = {
     compliance_contract.TRADE_CLEARED: "cleared",
@@ -406,9 +414,10 @@ async def advance(
             cause,
             now,
         )
-    if state == "ready" and ssi is not None:
+    if state == "ready" and ssi is not None and GROSS_WHEN_READY:
         await instruct(uow, row, ssi, cause=cause, now=now)
         return
+    # Netting on: a ready obligation waits for the next netting run (settlement.runs).
     row.state = state
     row.updated_at = now
 
@@ -559,16 +568,26 @@ async def apply_csd_status(value: bytes, uow: UnitOfWork) -> None:
             sa.select(ObligationRow).where(ObligationRow.trade_id.in_(instruction.trade_ids))
         )
     ).scalars()
-    for row in obligations:
+    rows = sorted(obligations, key=lambda r: r.trade_id)
+    shares = (
+        covered_shares(instruction, rows, status)
+        if len(instruction.trade_ids) > 1 and new_state in ("settled", "partially_settled")
+        else {}
+    )
+    for row in rows:
         row.state = new_state
         row.updated_at = now
         if new_state in ("settled", "partially_settled"):
-            quantity = status.settled_quantity or row.quantity
-            if status.settled_amount is not None and len(instruction.trade_ids) == 1:
-                # Against payment, one trade: the cash the depository says it moved.
-                amount = status.settled_amount
+            if row.trade_id in shares:
+                # A netted instruction: this trade's own share (see covered_shares).
+                quantity, amount = shares[row.trade_id]
             else:
-                amount = (row.amount * quantity / row.quantity) if row.quantity else row.amount
+                quantity = status.settled_quantity or row.quantity
+                if status.settled_amount is not None:
+                    # Against payment, one trade: the cash the depository says it moved.
+                    amount = status.settled_amount
+                else:
+                    amount = (row.amount * quantity / row.quantity) if row.quantity else row.amount
             _emit(
                 uow,
                 contract.SETTLED if new_state == "settled" else "settlement.partially_settled",
@@ -602,6 +621,52 @@ async def apply_csd_status(value: bytes, uow: UnitOfWork) -> None:
                 None,
                 now,
             )
+
+
+def trade_cash(row: ObligationRow) -> Decimal:
+    """The cash a trade settles on its own: its amount rounded to the currency's minor
+    units as a gross instruction would carry it (FOP: the trade's amount, as gross)."""
+    if row.settlement_type != "DVP":
+        return row.amount
+    return csd_contract.settlement_amount(row.amount, row.currency)
+
+
+def covered_shares(
+    instruction: InstructionRow, rows: list[ObligationRow], status: CsdStatus
+) -> dict[str, tuple[Decimal, Decimal]]:
+    """What each trade of a netted instruction settled (quantity, amount).
+
+    Settled in full: the net settled, so each trade settled its own quantity and cash.
+    Partially settled: the depository settled a fraction f = settled / instructed of the
+    net quantity; each trade settles that fraction of its own terms. The gross totals
+    (sum of the trades' quantities x f, rounded down to 8 decimals; sum of their cash x f,
+    rounded down to the currency's minor units) are split pro rata over the trades
+    (netting.pro_rata: exact Decimal, each share rounded down, the remainder on the last
+    trade in trade id order), so the shares add up to the totals exactly.
+    """
+    if status.status == "settled" or status.settled_quantity is None:
+        return {r.trade_id: (r.quantity, trade_cash(r)) for r in rows}
+    fraction_num, fraction_den = status.settled_quantity, instruction.quantity
+    quantities = [r.quantity for r in rows]
+    cash = [trade_cash(r) for r in rows]
+    with localcontext(Context(prec=1000)):
+        quantity_total = (sum(quantities, Decimal(0)) * fraction_num / fraction_den).quantize(
+            QUANTITY_STEP, rounding=ROUND_DOWN
+        )
+        cash_step = (
+            Decimal(1).scaleb(-csd_contract.minor_units(instruction.currency))
+            if all(r.settlement_type == "DVP" for r in rows)
+            else QUANTITY_STEP
+        )
+        cash_total = (sum(cash, Decimal(0)) * fraction_num / fraction_den).quantize(
+            cash_step, rounding=ROUND_DOWN
+        )
+    if sum(cash, Decimal(0)) == 0:
+        cash_shares = [Decimal(0)] * len(rows)
+    else:
+        cash_shares = netting.pro_rata(cash_total, cash, cash_step)
+    quantity_shares = netting.pro_rata(quantity_total, quantities, QUANTITY_STEP)
+    return {r.trade_id: (q, a) for r, q, a in zip(rows, quantity_shares, cash_shares, strict=True)}
 
 
 async def add_ssi(

@@ -44,7 +44,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
-from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
+from decimal import ROUND_DOWN, Context, Decimal, Inexact, InvalidOperation, localcontext
 from typing import Literal, NamedTuple
 
 from settlement.domain import SettlementError
@@ -226,3 +226,62 @@ def _key_parts(key: NettingKey) -> tuple[str, ...]:
 def _id(run_id: str, *parts: str) -> str:
     # JSON of the list, so that no choice of separator can make two keys collide.
     return str(uuid.uuid5(NETTING_NAMESPACE, json.dumps([run_id, *parts])))
+
+
+# --- what a run sends ------------------------------------------------------------------
+# bo_iso20022's sese.023 derives the cash direction from the securities movement (we pay,
+# DBIT, for what we receive; we are paid, CRDT, for what we deliver) and always moves
+# securities. So two kinds of netted result cannot be rendered as one sese.023:
+# - a securities instruction whose cash goes against its movement (receive 40 and be paid);
+# - a payment_only instruction (quantity 0, cash only).
+# A run settles such a group gross instead: one instruction per obligation (each of which
+# a sese.023 can express), with the gross ids of `net`. netted_out needs no message.
+
+
+def sendable(instruction: PlannedInstruction) -> bool:
+    """Whether the instruction is a netted_out one (nothing to send) or a sese.023 can carry
+    it as planned."""
+    if instruction.kind == "netted_out":
+        return True
+    if instruction.kind == "payment_only":
+        return False
+    if instruction.payment == "FREE":
+        return True
+    conventional: CreditDebit = "DBIT" if instruction.direction == "RECEIVE" else "CRDT"
+    return instruction.credit_debit == conventional
+
+
+def plan_run(obligations: Iterable[ReadyObligation], *, run_id: str) -> list[PlannedInstruction]:
+    """`net`, with every group that `sendable` refuses settled gross instead."""
+    given = list(obligations)
+    planned = net(given, run_id=run_id)
+    refused = {t for p in planned if not sendable(p) for t in p.trade_ids}
+    if not refused:
+        return planned
+    kept = [p for p in planned if sendable(p)]
+    fallback = [
+        ReadyObligation(**{**o.__dict__, "netting_off": True})
+        for o in given
+        if o.trade_id in refused
+    ]
+    return sorted([*kept, *net(fallback, run_id=run_id)], key=lambda i: (i.key, i.trade_ids))
+
+
+def pro_rata(total: Decimal, weights: Sequence[Decimal], step: Decimal) -> list[Decimal]:
+    """`total` split over `weights` in proportion, each share a multiple of `step` rounded
+    down, and the remainder on the last share, so the shares add up to `total` exactly.
+
+    `total` must be a multiple of `step` and >= 0, the weights >= 0 with a positive sum.
+    Every share is >= 0 and within (len(weights) - 1) steps of its exact proportion.
+    """
+    if not weights:
+        raise NettingError("nothing to split over")
+    whole = sum(weights, Decimal(0))
+    if whole <= 0 or any(w < 0 for w in weights):
+        raise NettingError("weights must be >= 0 with a positive sum")
+    if total < 0 or total % step != 0:
+        raise NettingError(f"total {total} is not a non-negative multiple of {step}")
+    with localcontext(Context(prec=1000)):
+        shares = [(total * w / whole).quantize(step, rounding=ROUND_DOWN) for w in weights[:-1]]
+        shares.append(total - sum(shares, Decimal(0)))
+    return shares

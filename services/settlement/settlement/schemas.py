@@ -113,3 +113,40 @@ class InstructionOut(BaseModel):
     counterparty_lei: str
     state: str
     status_reason: str | None
+    # The netting run that made it (None: instructed gross at once, netting disabled).
+    run_id: str | None = None
+    # securities (sent as a sese.023) or netted_out (nothing sent, settled by netting).
+    kind: str = "securities"
+    gross: bool = True
+
+
+class NettingRunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    settlement_date: date
+    cutoff_note: Annotated[str, Field(min_length=1, max_length=500)] | None = None
+
+
+class NettingRunOut(BaseModel):
+    run_id: str
+    settlement_date: date
+    trigger: str
+    cutoff_note: str | None
+    created_by: str
+    created_at: datetime
+    obligation_count: int
+    instruction_count: int
+    instructions: list[InstructionOut]
+
+
+class CounterpartyNettingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool
+
+
+class CounterpartyNettingOut(BaseModel):
+    counterparty_lei: str
+    enabled: bool
+    updated_by: str
+    updated_at: datetime

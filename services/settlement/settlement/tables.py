@@ -127,3 +127,35 @@ class InstructionRow(Base):
     status_reason: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    # The netting run that made it (None: instructed gross at once, netting disabled).
+    run_id: Mapped[str | None] = mapped_column(sa.Text)
+    # securities (sent as a sese.023) or netted_out (nothing to send; settled by netting).
+    kind: Mapped[str] = mapped_column(sa.Text, default="securities")
+    # True when the instruction covers one trade on its own terms (gross).
+    gross: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+
+
+class NettingRunRow(Base):
+    """One netting run for a settlement date: manual (POST /v1/netting-runs) or the cycle."""
+
+    __tablename__ = "netting_runs"
+
+    run_id: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    settlement_date: Mapped[date] = mapped_column(sa.Date)
+    trigger: Mapped[str] = mapped_column(sa.Text)  # manual or cycle
+    cutoff_note: Mapped[str | None] = mapped_column(sa.Text)
+    created_by: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    obligation_count: Mapped[int] = mapped_column(sa.Integer)
+    instruction_count: Mapped[int] = mapped_column(sa.Integer)
+
+
+class CounterpartyNettingRow(Base):
+    """Netting switched on or off for a counterparty (no row: on)."""
+
+    __tablename__ = "counterparty_netting"
+
+    counterparty_lei: Mapped[str] = mapped_column(sa.Text, primary_key=True)
+    enabled: Mapped[bool] = mapped_column(sa.Boolean)
+    updated_by: Mapped[str] = mapped_column(sa.Text)
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
