@@ -3,10 +3,16 @@ default settle. Deterministic, so tests can produce each outcome. No I/O.
 
 An instruction is a sese.023 (bo_iso20022.SettlementInstruction); the answers are the
 sese.024 status advice (matched, pending, failed) and sese.025 confirmations (settled,
-partially settled) the depository sends back, in order."""
+partially settled) the depository sends back, in order.
+
+When it settles is a setting (SettleOn): on receipt (the default, so a demo settles in
+seconds) or, as a real depository does, on the intended settlement date: the instruction is
+matched at once (receive) and settled once the simulated date has reached its intended
+settlement date (settle_due), under the rules in force at that moment."""
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from typing import Literal, TypeAlias
 
@@ -23,6 +29,7 @@ from bo_iso20022 import (
 )
 
 Outcome = Literal["settle", "fail", "partial", "pending", "match_only"]
+SettleOn = Literal["receipt", "intended_date"]
 Answer: TypeAlias = StatusAdvice | SettlementConfirmation
 
 # Quantities are booked to 8 decimals across the back office (the gateway's limit): a
@@ -131,4 +138,46 @@ def answer(instruction: SettlementInstruction, rules: list[Rule]) -> list[Answer
     elif outcome == "partial" and rule is not None:
         settled = partial_quantity(instruction.quantity, rule.settled_fraction)
         steps.append(_confirmation(instruction, min(settled, instruction.quantity)))
+    return steps
+
+
+class Simulation(BaseModel):
+    """The rules document: the behaviour rules and the simulation controls.
+
+    settle_on: when a matched instruction settles (None: the configured default,
+    CSD_SIMULATOR_SETTLE_ON). as_of: the date the simulated depository takes as today (a
+    test hook; None: the UTC date of the clock)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rules: list[Rule] = Field(default_factory=list)
+    settle_on: SettleOn | None = None
+    as_of: date | None = None
+
+
+def is_due(instruction: SettlementInstruction, settle_on: SettleOn, today: date) -> bool:
+    """Whether the instruction settles now: always on receipt, else once today (UTC, or the
+    simulated as_of date) has reached its intended settlement date."""
+    return settle_on == "receipt" or today >= instruction.settlement_date
+
+
+def receive(
+    instruction: SettlementInstruction, rules: list[Rule], settle_on: SettleOn, today: date
+) -> tuple[list[Answer], bool]:
+    """What the depository sends when the instruction arrives, and whether it keeps the
+    instruction to settle later (settle_due). Only an instruction that would be matched and
+    then settle or fail, and is not yet due, is kept: it is matched now and the rest waits."""
+    steps = answer(instruction, rules)
+    if is_due(instruction, settle_on, today) or len(steps) < 2:
+        return steps, False
+    return steps[:1], True
+
+
+def settle_due(instruction: SettlementInstruction, rules: list[Rule]) -> list[Answer]:
+    """What the depository sends for a kept (already matched) instruction once it is due,
+    under the rules in force then: settled (no rule), failed, partially settled, nothing more
+    for match_only, or a pending advice for a pending rule."""
+    steps = answer(instruction, rules)
+    if steps and isinstance(steps[0], StatusAdvice) and steps[0].status == "matched":
+        return steps[1:]
     return steps
