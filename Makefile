@@ -22,7 +22,7 @@ run: $(STAMP)
 # so it can run next to `make run`. pytest exits 5 when it collects no tests: that fails too.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy libs/common/bo_common libs/iso20022/bo_iso20022 services/*/*/domain.py services/settlement/settlement/netting.py
+	$(BIN)/mypy libs/common/bo_common libs/iso20022/bo_iso20022 services/*/*/domain.py services/settlement/settlement/netting.py services/settlement/settlement/penalties.py
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
@@ -37,7 +37,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy libs/common/bo_common libs/iso20022/bo_iso20022 services/*/*/domain.py services/settlement/settlement/netting.py
+	$(BIN)/mypy libs/common/bo_common libs/iso20022/bo_iso20022 services/*/*/domain.py services/settlement/settlement/netting.py services/settlement/settlement/penalties.py
 
 clean:
 	rm -rf $(VENV) var/log var/test var/bench

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -14,16 +14,18 @@ from stdnum.exceptions import ValidationError as StdnumError
 from bo_common.auth import Principal, Role
 from bo_common.problems import Problem
 from bo_common.runtime import READERS, RuntimeDep, roles
-from settlement import domain, handlers, runs
+from settlement import domain, fails, handlers, runs
 from settlement.schemas import (
     CounterpartyNettingIn,
     CounterpartyNettingOut,
     ExceptionOut,
     ExceptionResolutionIn,
+    FailOut,
     InstructionOut,
     NettingRunIn,
     NettingRunOut,
     ObligationOut,
+    PenaltySummaryOut,
     RefusedChangeOut,
     SsiIn,
     SsiOut,
@@ -268,3 +270,68 @@ async def put_counterparty_netting(
         )
         await uow.commit()
     return CounterpartyNettingOut(counterparty_lei=lei, **values)
+
+
+def _valid_lei(field: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(stdnum_lei.validate(value))
+    except StdnumError as error:
+        raise Problem(
+            422,
+            "Validation failed",
+            f"{field}: not a valid LEI ({error})",
+            errors=[{"field": field, "reason": f"not a valid LEI ({error})"}],
+        ) from None
+
+
+FAILS_DESCRIPTION = (
+    "Every securities instruction the depository reported failed, or still pending "
+    "(instructed, matched) after its intended settlement date, as of `as_of` (default "
+    "today, UTC). The age is the number of business days of the market's calendar from the "
+    "intended settlement date on that are over (0 on the date itself). For markets under "
+    "the EU CSDR (FR, DE, NL; not the UK since Brexit, not the US) the cash penalty of "
+    "Delegated Regulation (EU) 2017/389 accrued so far: per day of fail, reference value "
+    "(quantity x trade price, not the CSDR closing price) x the daily rate of the asset "
+    "class, or for lack of cash (MONY) the central bank overnight credit rate / 365; each "
+    "day rounded to the currency's minor units half to even, then summed."
+)
+
+
+@router.get(
+    "/fails",
+    response_model=list[FailOut],
+    tags=["fails"],
+    summary="Failing instructions, their age and CSDR penalty",
+    description=FAILS_DESCRIPTION,
+)
+async def list_fails(
+    _: Reader,
+    runtime: RuntimeDep,
+    counterparty_lei: str | None = None,
+    as_of: date | None = None,
+) -> list[FailOut]:
+    lei = _valid_lei("counterparty_lei", counterparty_lei)
+    async with runtime.sessions() as session:
+        return await fails.list_fails(session, as_of=as_of or fails.today(), counterparty_lei=lei)
+
+
+@router.get(
+    "/fails/penalties",
+    response_model=list[PenaltySummaryOut],
+    tags=["fails"],
+    summary="Accrued CSDR penalties per counterparty and currency",
+    description="The penalties of GET /v1/fails summed per counterparty and currency "
+    "(fails without a penalty, outside CSDR, are not counted).",
+)
+async def list_fail_penalties(
+    _: Reader,
+    runtime: RuntimeDep,
+    counterparty_lei: str | None = None,
+    as_of: date | None = None,
+) -> list[PenaltySummaryOut]:
+    lei = _valid_lei("counterparty_lei", counterparty_lei)
+    async with runtime.sessions() as session:
+        found = await fails.list_fails(session, as_of=as_of or fails.today(), counterparty_lei=lei)
+    return fails.penalties_per_counterparty(found)

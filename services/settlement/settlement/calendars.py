@@ -18,6 +18,13 @@ class ExchangeBusinessDays:
         result = self._calendar.session_offset(session, business_days)
         return result.date()  # type: ignore[no-any-return]
 
+    def is_business_day(self, day: date) -> bool:
+        """A session of the calendar (outside the calendar's bounds: a weekday)."""
+        first, last = self._calendar.first_session.date(), self._calendar.last_session.date()
+        if not first <= day <= last:
+            return day.weekday() < 5
+        return bool(self._calendar.is_session(pd.Timestamp(day)))
+
 
 @lru_cache(maxsize=16)
 def business_days(name: str) -> ExchangeBusinessDays:

@@ -21,6 +21,9 @@ class Market:
     depository: str
     depository_bic: str
     cycles: tuple[Cycle, ...]
+    # Under the EU CSDR settlement discipline regime (cash penalties for fails): EU/EEA
+    # depositories only. The UK left the EU and did not keep the penalty regime.
+    csdr: bool = False
 
 
 _T2 = Cycle(date(1995, 6, 7), 2)
@@ -28,15 +31,25 @@ _T2 = Cycle(date(1995, 6, 7), 2)
 US = Market("US", "XNYS", "DTC", "DTCYUS33XXX", (_T2, Cycle(date(2024, 5, 28), 1)))
 # The EU, UK and Swiss move to T+1 on 2027-10-11.
 UK = Market("UK", "XLON", "CREST", "CRSTGB22XXX", (_T2, Cycle(date(2027, 10, 11), 1)))
-FR = Market("FR", "XPAR", "Euroclear France", "SICVFRPPXXX", (_T2, Cycle(date(2027, 10, 11), 1)))
+FR = Market(
+    "FR", "XPAR", "Euroclear France", "SICVFRPPXXX", (_T2, Cycle(date(2027, 10, 11), 1)), csdr=True
+)
 DE = Market(
     "DE",
     "XETR",
     "Clearstream Banking Frankfurt",
     "DAKVDEFFXXX",
     (_T2, Cycle(date(2027, 10, 11), 1)),
+    csdr=True,
 )
-NL = Market("NL", "XAMS", "Euroclear Nederland", "NECINL2AXXX", (_T2, Cycle(date(2027, 10, 11), 1)))
+NL = Market(
+    "NL",
+    "XAMS",
+    "Euroclear Nederland",
+    "NECINL2AXXX",
+    (_T2, Cycle(date(2027, 10, 11), 1)),
+    csdr=True,
+)
 
 # The market is where the security is issued, read from the ISIN's country prefix.
 MARKET_OF_ISIN_COUNTRY: dict[str, Market] = {

@@ -150,3 +150,45 @@ class CounterpartyNettingOut(BaseModel):
     enabled: bool
     updated_by: str
     updated_at: datetime
+
+
+class FailOut(BaseModel):
+    """An instruction that failed, or is still pending after its intended settlement date."""
+
+    instruction_id: str
+    state: str
+    trade_ids: list[str]
+    counterparty_lei: str
+    isin: str
+    direction: str
+    payment: str
+    quantity: Decimal
+    amount: Decimal
+    currency: str
+    market: str
+    intended_settlement_date: date
+    as_of: date
+    # Business days of the market's calendar from the intended settlement date on that are
+    # over by as_of (0 on the intended settlement date itself).
+    age_business_days: int
+    # The depository's status reason as received, and its sese.024 code (LACK, MONY, ...).
+    status_reason: str | None
+    reason_code: str | None
+    csdr: bool
+    asset_class: str
+    penalty_basis: Literal["securities", "cash"]
+    reference_value: Decimal
+    # The CSDR cash penalty accrued so far, in `currency`; None outside CSDR or without a rate.
+    penalty: Decimal | None
+    penalty_note: str | None
+    liable: Literal["us", "counterparty"] | None
+
+
+class PenaltySummaryOut(BaseModel):
+    counterparty_lei: str
+    currency: str
+    fail_count: int
+    penalty: Decimal
+    # Of which the firm's own fails, and the counterparty's (the rest: reason does not say).
+    penalty_us_liable: Decimal
+    penalty_counterparty_liable: Decimal
