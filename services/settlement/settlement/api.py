@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends
@@ -29,6 +29,7 @@ from settlement.schemas import (
     RefusedChangeOut,
     SsiIn,
     SsiOut,
+    SsiUpdateIn,
 )
 from settlement.tables import (
     CounterpartyNettingRow,
@@ -65,7 +66,9 @@ async def list_obligations(
     summary="Obligations operations must look at",
     description=(
         "Obligations that cannot proceed because the counterparty has no SSI for the market "
-        "(kind needs_ssi; they leave the queue when one is added), and amendments or "
+        "and asset class in force on the settlement date (kind needs_ssi; a bond trade "
+        "needs a bond SSI, there is no fallback to the equity one; they leave the queue "
+        "when one is added), and amendments or "
         "cancellations refused because the trade was already instructed (kind "
         "change_refused; they leave the queue when resolved). Newest first."
     ),
@@ -164,18 +167,63 @@ async def add_ssi(body: SsiIn, _: ReferenceDataEditor, runtime: RuntimeDep) -> S
     return SsiOut.model_validate(row, from_attributes=True)
 
 
+@router.put("/ssis/{ssi_id}", status_code=201, response_model=SsiOut, tags=["reference data"])
+async def update_ssi(
+    ssi_id: int, body: SsiUpdateIn, _: ReferenceDataEditor, runtime: RuntimeDep
+) -> SsiOut:
+    """A new version of the SSI (same counterparty, market and asset class): the fields
+    given, the others as in the latest version, in force from `effective_from` (not before
+    the latest version's). Versions are never edited."""
+    try:
+        row = await handlers.update_ssi(
+            runtime.unit_of_work(), ssi_id, **body.model_dump(exclude_none=True)
+        )
+    except domain.SsiNotFound as error:
+        raise Problem(404, "Not found", str(error)) from None
+    except domain.SsiEffectiveTooEarly as error:
+        raise Problem(
+            422,
+            "Validation failed",
+            f"effective_from: {error}",
+            errors=[{"field": "effective_from", "reason": str(error)}],
+        ) from None
+    return SsiOut.model_validate(row, from_attributes=True)
+
+
 @router.get("/ssis", response_model=list[SsiOut], tags=["reference data"])
 async def list_ssis(
-    _: Reader, runtime: RuntimeDep, counterparty_lei: str | None = None
+    _: Reader,
+    runtime: RuntimeDep,
+    counterparty_lei: str | None = None,
+    market: str | None = None,
+    asset_class: Literal["equity", "bond"] | None = None,
+    as_of: date | None = None,
+    all_versions: bool = False,
 ) -> list[SsiOut]:
-    query = sa.select(SsiRow).order_by(SsiRow.counterparty_lei, SsiRow.market, SsiRow.version)
+    """Per key, the version in force on `as_of` (default today; a key with no version in
+    force yet is left out), or every version with `all_versions=true`."""
+    query = sa.select(SsiRow).order_by(
+        SsiRow.counterparty_lei, SsiRow.market, SsiRow.asset_class, SsiRow.version
+    )
     if counterparty_lei is not None:
         query = query.where(SsiRow.counterparty_lei == counterparty_lei)
+    if market is not None:
+        query = query.where(SsiRow.market == market)
+    if asset_class is not None:
+        query = query.where(SsiRow.asset_class == asset_class)
     async with runtime.sessions() as session:
-        return [
-            SsiOut.model_validate(r, from_attributes=True)
-            for r in (await session.execute(query)).scalars()
+        rows = list((await session.execute(query)).scalars())
+    if not all_versions:
+        on = as_of or datetime.now(UTC).date()
+        by_key: dict[tuple[str, str, str], list[SsiRow]] = {}
+        for r in rows:
+            by_key.setdefault((r.counterparty_lei, r.market, r.asset_class), []).append(r)
+        rows = [
+            found
+            for versions in by_key.values()
+            if (found := domain.version_in_force(versions, on)) is not None
         ]
+    return [SsiOut.model_validate(r, from_attributes=True) for r in rows]
 
 
 @router.post(

@@ -6,13 +6,14 @@ No I/O: the business-day calendar, time and ids are arguments.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 from settlement.markets import MARKET_OF_ISIN_COUNTRY, Market
+from settlement.penalties import asset_class_of
 
 
 class SettlementError(Exception):
@@ -21,6 +22,45 @@ class SettlementError(Exception):
 
 class UnknownMarket(SettlementError):
     pass
+
+
+class SsiNotFound(SettlementError):
+    pass
+
+
+class SsiEffectiveTooEarly(SettlementError):
+    """A new SSI version may not take effect before the version it follows."""
+
+
+# SSIs are kept per (counterparty LEI, market, asset class). The class of a trade comes from
+# its ISIN by the same prefix table as the CSDR penalties (settlement.penalties): sovereign
+# and other bonds are "bond", everything else "equity". There is no fallback: a bond trade
+# whose counterparty has only an equity SSI waits in needs_ssi.
+SsiAssetClass = Literal["equity", "bond"]
+SSI_ASSET_CLASSES: tuple[SsiAssetClass, ...] = ("equity", "bond")
+BOND_CLASSES = frozenset({"sovereign_bonds", "other_bonds", "sme_growth_market_bonds"})
+
+
+def ssi_asset_class(isin: str) -> SsiAssetClass:
+    return "bond" if asset_class_of(isin) in BOND_CLASSES else "equity"
+
+
+class SsiVersion(Protocol):
+    @property
+    def effective_from(self) -> date: ...
+
+    @property
+    def version(self) -> int: ...
+
+
+V = TypeVar("V", bound=SsiVersion)
+
+
+def version_in_force(versions: Iterable[V], on: date) -> V | None:
+    """The version in force on `on`: the latest effective_from not after it (the higher
+    version wins a tie); None when every version starts later."""
+    candidates = [v for v in versions if v.effective_from <= on]
+    return max(candidates, key=lambda v: (v.effective_from, v.version), default=None)
 
 
 class BusinessDays(Protocol):

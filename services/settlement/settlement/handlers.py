@@ -353,20 +353,21 @@ async def record_compliance_decision(event: Envelope, uow: UnitOfWork) -> None:
 
 
 async def current_ssi(
-    uow: UnitOfWork, counterparty_lei: str, market: str, on: date
+    uow: UnitOfWork, counterparty_lei: str, market: str, asset_class: str, on: date
 ) -> SsiRow | None:
-    return (
+    """The SSI version in force on `on` (the obligation's intended settlement date) for the
+    key; no fallback to another asset class."""
+    versions = (
         await uow.session.execute(
-            sa.select(SsiRow)
-            .where(
+            sa.select(SsiRow).where(
                 SsiRow.counterparty_lei == counterparty_lei,
                 SsiRow.market == market,
+                SsiRow.asset_class == asset_class,
                 SsiRow.effective_from <= on,
             )
-            .order_by(SsiRow.effective_from.desc(), SsiRow.version.desc())
-            .limit(1)
         )
-    ).scalar_one_or_none()
+    ).scalars()
+    return domain.version_in_force(versions, on)
 
 
 async def advance(
@@ -384,7 +385,13 @@ async def advance(
             ComplianceDecisionRow.version == row.version,
         )
     )
-    ssi = await current_ssi(uow, row.counterparty_lei, row.market, row.settlement_date)
+    ssi = await current_ssi(
+        uow,
+        row.counterparty_lei,
+        row.market,
+        domain.ssi_asset_class(row.isin),
+        row.settlement_date,
+    )
     state = domain.next_state(
         compliance=decision,
         ssi=None
@@ -679,45 +686,130 @@ async def add_ssi(
     safekeeping_account: str,
     cash_account: str,
     effective_from: date,
+    asset_class: str = "equity",
 ) -> SsiRow:
-    """A new version of the counterparty's SSI for the market; waiting obligations proceed."""
+    """A new version of the counterparty's SSI for the market and asset class; waiting
+    obligations proceed."""
     if market not in MARKETS:
         raise domain.UnknownMarket(f"unknown market '{market}'")
-    now = datetime.now(UTC)
     async with uow:
-        version = (
-            await uow.session.scalar(
-                sa.select(sa.func.coalesce(sa.func.max(SsiRow.version), 0)).where(
-                    SsiRow.counterparty_lei == counterparty_lei, SsiRow.market == market
-                )
-            )
-            or 0
-        ) + 1
-        row = SsiRow(
+        row = await _new_ssi_version(
+            uow,
             counterparty_lei=counterparty_lei,
             market=market,
-            version=version,
+            asset_class=asset_class,
             depository=depository,
             custodian_bic=custodian_bic,
             safekeeping_account=safekeeping_account,
             cash_account=cash_account,
             effective_from=effective_from,
-            created_at=now,
         )
-        uow.session.add(row)
-        await uow.session.flush()
-        waiting = (
-            await uow.session.execute(
-                sa.select(ObligationRow)
-                .where(
-                    ObligationRow.counterparty_lei == counterparty_lei,
-                    ObligationRow.market == market,
-                    ObligationRow.state == "needs_ssi",
-                )
-                .with_for_update()
-            )
-        ).scalars()
-        for obligation in waiting:
-            await advance(uow, obligation, cause=None, now=now)
         await uow.commit()
+    return row
+
+
+async def update_ssi(
+    uow: UnitOfWork, ssi_id: int, *, effective_from: date, **fields: str | None
+) -> SsiRow:
+    """A new version of the SSI `ssi_id` belongs to (same key): the given fields, the others
+    as in the key's latest version. Versions are never edited. The new version may not take
+    effect before the latest one (SsiEffectiveTooEarly)."""
+    async with uow:
+        named = await uow.session.get(SsiRow, ssi_id)
+        if named is None:
+            raise domain.SsiNotFound(f"no SSI {ssi_id}")
+        # Serialise versions of one key: lock its rows.
+        latest = (
+            (
+                await uow.session.execute(
+                    sa.select(SsiRow)
+                    .where(
+                        SsiRow.counterparty_lei == named.counterparty_lei,
+                        SsiRow.market == named.market,
+                        SsiRow.asset_class == named.asset_class,
+                    )
+                    .order_by(SsiRow.version.desc())
+                    .with_for_update()
+                )
+            )
+            .scalars()
+            .first()
+        )
+        assert latest is not None
+        if effective_from < latest.effective_from:
+            raise domain.SsiEffectiveTooEarly(
+                f"effective_from {effective_from} is before {latest.effective_from}, "
+                f"when version {latest.version} took effect"
+            )
+
+        def value(name: str) -> str:
+            given = fields.get(name)
+            return given if given is not None else str(getattr(latest, name))
+
+        row = await _new_ssi_version(
+            uow,
+            counterparty_lei=named.counterparty_lei,
+            market=named.market,
+            asset_class=named.asset_class,
+            depository=value("depository"),
+            custodian_bic=value("custodian_bic"),
+            safekeeping_account=value("safekeeping_account"),
+            cash_account=value("cash_account"),
+            effective_from=effective_from,
+        )
+        await uow.commit()
+    return row
+
+
+async def _new_ssi_version(
+    uow: UnitOfWork,
+    *,
+    counterparty_lei: str,
+    market: str,
+    asset_class: str,
+    depository: str,
+    custodian_bic: str,
+    safekeeping_account: str,
+    cash_account: str,
+    effective_from: date,
+) -> SsiRow:
+    now = datetime.now(UTC)
+    version = (
+        await uow.session.scalar(
+            sa.select(sa.func.coalesce(sa.func.max(SsiRow.version), 0)).where(
+                SsiRow.counterparty_lei == counterparty_lei,
+                SsiRow.market == market,
+                SsiRow.asset_class == asset_class,
+            )
+        )
+        or 0
+    ) + 1
+    row = SsiRow(
+        counterparty_lei=counterparty_lei,
+        market=market,
+        asset_class=asset_class,
+        version=version,
+        depository=depository,
+        custodian_bic=custodian_bic,
+        safekeeping_account=safekeeping_account,
+        cash_account=cash_account,
+        effective_from=effective_from,
+        created_at=now,
+    )
+    uow.session.add(row)
+    await uow.session.flush()
+    waiting = (
+        await uow.session.execute(
+            sa.select(ObligationRow)
+            .where(
+                ObligationRow.counterparty_lei == counterparty_lei,
+                ObligationRow.market == market,
+                ObligationRow.state == "needs_ssi",
+            )
+            .with_for_update()
+        )
+    ).scalars()
+    for obligation in waiting:
+        if domain.ssi_asset_class(obligation.isin) == asset_class:
+            await advance(uow, obligation, cause=None, now=now)
     return row

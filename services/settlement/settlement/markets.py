@@ -77,6 +77,16 @@ DEPOSITORY_ALIASES: dict[str, Market] = {
 }
 
 
+def is_known_depository(depository: str) -> bool:
+    """Whether an SSI's depository is one of the markets' depositories (name, alias or BIC)."""
+    name = depository.strip()
+    names = {m.depository.casefold() for m in MARKETS.values()}
+    names.update(alias.casefold() for alias in DEPOSITORY_ALIASES)
+    bics = {m.depository_bic for m in MARKETS.values()}
+    bics.update(m.depository_bic[:8] for m in MARKETS.values())
+    return name.casefold() in names or name.upper() in bics
+
+
 def depository_bic(depository: str, market: str) -> str:
     """The BIC of the depository an SSI names (by name, alias or BIC); an unknown name is
     the market's own depository, where every trade of that market settles."""

@@ -38,7 +38,7 @@ from bo_common.contracts import settlement as contract
 from bo_common.logs import get_logger
 from bo_common.topics import CSD_INSTRUCTIONS
 from bo_common.unit_of_work import UnitOfWork
-from settlement import netting
+from settlement import domain, netting
 from settlement.handlers import _emit, current_ssi, trade_cash
 from settlement.markets import depository_bic
 from settlement.tables import (
@@ -123,13 +123,13 @@ async def run_netting(
                 )
             ).scalars()
         )
-        ssis: dict[tuple[str, str], SsiRow | None] = {}
+        ssis: dict[tuple[str, str, str], SsiRow | None] = {}
         ready: list[netting.ReadyObligation] = []
         by_trade: dict[str, ObligationRow] = {}
         for row in rows:
             if row.trade_id not in cleared:
                 continue
-            key = (row.counterparty_lei, row.market)
+            key = (row.counterparty_lei, row.market, domain.ssi_asset_class(row.isin))
             if key not in ssis:
                 ssis[key] = await current_ssi(uow, *key, settlement_date)
             ssi = ssis[key]

@@ -11,6 +11,8 @@ from stdnum import bic as stdnum_bic
 from stdnum import lei as stdnum_lei
 from stdnum.exceptions import ValidationError as StdnumError
 
+from settlement.markets import is_known_depository
+
 
 def _lei(value: str) -> str:
     try:
@@ -26,21 +28,56 @@ def _bic(value: str) -> str:
         raise ValueError(f"not a valid BIC ({error})") from None
 
 
+def _depository(value: str) -> str:
+    if not is_known_depository(value):
+        raise ValueError(
+            "not a depository of a known market (a name, alias or BIC in settlement.markets)"
+        )
+    return value.strip()
+
+
+Depository = Annotated[str, Field(min_length=2, max_length=64), AfterValidator(_depository)]
+CustodianBic = Annotated[str, AfterValidator(_bic)]
+# sese.023 limits: SafekeepingAccount Max35Text, CashAccount (Other Id) Max34Text.
+SafekeepingAccount = Annotated[str, Field(min_length=1, max_length=35)]
+CashAccount = Annotated[str, Field(min_length=1, max_length=34)]
+
+
 class SsiIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     counterparty_lei: Annotated[str, AfterValidator(_lei)]
     market: Annotated[str, Field(pattern=r"^[A-Z]{2}$")]
-    depository: Annotated[str, Field(min_length=2, max_length=64)]
-    custodian_bic: Annotated[str, AfterValidator(_bic)]
-    safekeeping_account: Annotated[str, Field(min_length=1, max_length=35)]
-    cash_account: Annotated[str, Field(min_length=1, max_length=34)]
+    # "bond" SSIs serve trades whose ISIN is a bond (settlement.domain.ssi_asset_class).
+    asset_class: Literal["equity", "bond"] = "equity"
+    depository: Depository
+    custodian_bic: CustodianBic
+    safekeeping_account: SafekeepingAccount
+    cash_account: CashAccount
     effective_from: date
 
 
-class SsiOut(SsiIn):
-    model_config = ConfigDict(extra="ignore")
+class SsiUpdateIn(BaseModel):
+    """A new version of an SSI: the fields given, the others as in the latest version."""
 
+    model_config = ConfigDict(extra="forbid")
+
+    depository: Depository | None = None
+    custodian_bic: CustodianBic | None = None
+    safekeeping_account: SafekeepingAccount | None = None
+    cash_account: CashAccount | None = None
+    effective_from: date
+
+
+class SsiOut(BaseModel):
+    counterparty_lei: str
+    market: str
+    asset_class: str
+    depository: str
+    custodian_bic: str
+    safekeeping_account: str
+    cash_account: str
+    effective_from: date
     ssi_id: int
     version: int
 

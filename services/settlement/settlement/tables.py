@@ -94,11 +94,17 @@ class RefusedChangeRow(Base):
 
 class SsiRow(Base):
     __tablename__ = "ssis"
-    __table_args__ = (sa.UniqueConstraint("counterparty_lei", "market", "version"),)
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "counterparty_lei", "market", "asset_class", "version", name="ssis_key_version"
+        ),
+    )
 
     ssi_id: Mapped[int] = mapped_column(sa.BigInteger, sa.Identity(), primary_key=True)
     counterparty_lei: Mapped[str] = mapped_column(sa.Text)
     market: Mapped[str] = mapped_column(sa.Text)
+    # "equity" or "bond" (settlement.domain.ssi_asset_class of the trade's ISIN).
+    asset_class: Mapped[str] = mapped_column(sa.Text, default="equity")
     version: Mapped[int] = mapped_column(sa.Integer)
     depository: Mapped[str] = mapped_column(sa.Text)
     custodian_bic: Mapped[str] = mapped_column(sa.Text)
