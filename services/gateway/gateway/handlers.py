@@ -4,6 +4,7 @@ trade's progress from every service's events."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -196,16 +197,71 @@ def _answer(index: int, existing: TradeRow, body: dict[str, Any], *, created: bo
 
 
 def _captured_event(row: dict[str, Any], principal: Principal, now: datetime) -> Envelope:
+    data = contract.TradeCaptured(**_event_terms(row)).model_dump(mode="json")
+    return _trade_event(
+        contract.TRADE_CAPTURED,
+        contract.TRADE_CAPTURED_VERSION,
+        row["trade_id"],
+        data,
+        principal,
+        now,
+    )
+
+
+def _trade_event(
+    type_: str,
+    version: int,
+    trade_id: str,
+    data: dict[str, Any],
+    principal: Principal,
+    now: datetime,
+) -> Envelope:
+    """An event of the trade's life on trade.events: correlated by the trade id."""
     return new_event(
-        type=contract.TRADE_CAPTURED,
-        version=contract.TRADE_CAPTURED_VERSION,
+        type=type_,
+        version=version,
         source="gateway",
-        subject=row["trade_id"],
-        correlation_id=row["trade_id"],
+        subject=trade_id,
+        correlation_id=trade_id,
         actor=principal.actor,
-        data=contract.TradeCaptured(**_event_terms(row)).model_dump(mode="json"),
+        data=data,
         time=now,
     )
+
+
+async def _changeable_row(uow: UnitOfWork, trade_id: str, visible: list[str] | None) -> TradeRow:
+    """The trade, locked for the change; 404 for one the key may not see."""
+    row = await repository.lock_trade(uow.session, trade_id)
+    if row is None or (visible is not None and row.account not in visible):
+        raise NotFound(f"no trade '{trade_id}'")
+    return row
+
+
+def _record_change(
+    uow: UnitOfWork,
+    row: TradeRow,
+    *,
+    change: str,
+    changed: list[str],
+    reason: str,
+    principal: Principal,
+    now: datetime,
+    event: Envelope,
+) -> None:
+    """The version history row and the event, in the change's transaction."""
+    uow.session.add(
+        TradeVersionRow(
+            trade_id=row.trade_id,
+            version=row.version,
+            change=change,
+            terms=_as_request(terms_of(row)),
+            changed_fields=changed,
+            reason=reason,
+            actor=principal.actor,
+            at=now,
+        )
+    )
+    uow.outbox.put(event, topic=TRADE_EVENTS, key=row.account)
 
 
 def terms_of(row: TradeRow) -> dict[str, Any]:
@@ -215,7 +271,7 @@ def terms_of(row: TradeRow) -> dict[str, Any]:
 async def amend_trade(
     trade_id: str,
     *,
-    validate: Any,
+    validate: Callable[[dict[str, Any]], dict[str, Any]],
     changes: dict[str, Any],
     reason: str,
     principal: Principal,
@@ -228,52 +284,40 @@ async def amend_trade(
     or raises the caller's validation error."""
     now = now or datetime.now(UTC)
     async with uow:
-        row = await repository.lock_trade(uow.session, trade_id)
-        if row is None or (visible is not None and row.account not in visible):
-            raise NotFound(f"no trade '{trade_id}'")
+        row = await _changeable_row(uow, trade_id, visible)
         domain.check_changeable(row.state, "amend")
-        current = terms_of(row)
-        _terms, changed = domain.amended_terms(current, changes)
+        merged, changed = domain.amended_terms(terms_of(row), changes)
         if not changed:
             return row, False
-        terms = validate(
-            {**current, **changes, "client_trade_id": row.client_trade_id, "account": row.account}
-        )
+        terms = validate({**merged, "client_trade_id": row.client_trade_id, "account": row.account})
         errors = domain.rule_errors(terms, now)
         if errors:
             raise domain.InvalidTerms(errors)
         for name in TERM_FIELDS:
             setattr(row, name, terms[name])
         row.version += 1
-        row.state, row.state_rank, row.state_changed_at = "captured", 10, now
-        uow.session.add(
-            TradeVersionRow(
-                trade_id=row.trade_id,
-                version=row.version,
-                change="amend",
-                terms=_as_request(terms),
-                changed_fields=changed,
-                reason=reason,
-                actor=principal.actor,
-                at=now,
-            )
-        )
+        rank = domain.STATE_OF_EVENT[contract.TRADE_CAPTURED][1]
+        row.state, row.state_rank, row.state_changed_at = "captured", rank, now
         data = contract.TradeAmended(
             **_event_terms(row), reason=reason, changed_fields=changed
         ).model_dump(mode="json")
-        uow.outbox.put(
-            new_event(
-                type=contract.TRADE_AMENDED,
-                version=contract.TRADE_AMENDED_VERSION,
-                source="gateway",
-                subject=row.trade_id,
-                correlation_id=row.trade_id,
-                actor=principal.actor,
-                data=data,
-                time=now,
-            ),
-            topic=TRADE_EVENTS,
-            key=row.account,
+        event = _trade_event(
+            contract.TRADE_AMENDED,
+            contract.TRADE_AMENDED_VERSION,
+            row.trade_id,
+            data,
+            principal,
+            now,
+        )
+        _record_change(
+            uow,
+            row,
+            change="amend",
+            changed=changed,
+            reason=reason,
+            principal=principal,
+            now=now,
+            event=event,
         )
         await uow.commit()
         return row, True
@@ -291,27 +335,13 @@ async def cancel_trade(
     """Cancel the trade; a second cancellation is answered with the cancelled trade."""
     now = now or datetime.now(UTC)
     async with uow:
-        row = await repository.lock_trade(uow.session, trade_id)
-        if row is None or (visible is not None and row.account not in visible):
-            raise NotFound(f"no trade '{trade_id}'")
+        row = await _changeable_row(uow, trade_id, visible)
         if row.state == "cancelled":
             return row, False
         domain.check_changeable(row.state, "cancel")
         rank = domain.STATE_OF_EVENT[contract.TRADE_CANCELLED][1]
         row.state, row.state_rank, row.state_changed_at = "cancelled", rank, now
         row.cancel_reason = reason
-        uow.session.add(
-            TradeVersionRow(
-                trade_id=row.trade_id,
-                version=row.version,
-                change="cancel",
-                terms=_as_request(terms_of(row)),
-                changed_fields=[],
-                reason=reason,
-                actor=principal.actor,
-                at=now,
-            )
-        )
         data = contract.TradeCancelled(
             trade_id=row.trade_id,
             client_trade_id=row.client_trade_id,
@@ -320,19 +350,23 @@ async def cancel_trade(
             version=row.version,
             reason=reason,
         ).model_dump(mode="json")
-        uow.outbox.put(
-            new_event(
-                type=contract.TRADE_CANCELLED,
-                version=contract.TRADE_CANCELLED_VERSION,
-                source="gateway",
-                subject=row.trade_id,
-                correlation_id=row.trade_id,
-                actor=principal.actor,
-                data=data,
-                time=now,
-            ),
-            topic=TRADE_EVENTS,
-            key=row.account,
+        event = _trade_event(
+            contract.TRADE_CANCELLED,
+            contract.TRADE_CANCELLED_VERSION,
+            row.trade_id,
+            data,
+            principal,
+            now,
+        )
+        _record_change(
+            uow,
+            row,
+            change="cancel",
+            changed=[],
+            reason=reason,
+            principal=principal,
+            now=now,
+            event=event,
         )
         await uow.commit()
         return row, True
