@@ -3,15 +3,23 @@ broker, and every service as its own process on free ports."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+import secrets
+import string
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
+from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from stdnum.iso7064 import mod_97_10
 
+from bo_common.kafka import start_producer
+from bo_common.settings import KafkaSettings
 from bo_tools.demo import sample_trade, set_up_demo
 from bo_tools.stack import Stack, isolated_config
 
@@ -74,3 +82,36 @@ async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:
 async def gateway(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=10) as client:
         yield client
+
+
+@pytest.fixture
+async def producer(stack: Stack) -> AsyncIterator[AIOKafkaProducer]:
+    """A producer to the test broker, for tests that put events on topics themselves."""
+    producer = await start_producer(
+        KafkaSettings(bootstrap_servers=stack.bootstrap, enable_idempotence=False),
+        client_id="tests",
+    )
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
+def fresh_lei() -> str:
+    """A valid LEI no SSI exists for: a trade with it waits in needs_ssi, never instructed."""
+    body = "5493" + "".join(
+        secrets.choice(string.ascii_uppercase + string.digits) for _ in range(14)
+    )
+    return body + mod_97_10.calc_check_digits(body)
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout_s: float = 30) -> Any:
+    """The first truthy result of `check`, polled until `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s}s: {what}")
+        await asyncio.sleep(0.1)

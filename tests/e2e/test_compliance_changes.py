@@ -22,8 +22,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bo_common.contracts import compliance as compliance_contract
 from bo_common.contracts import gateway as gateway_contract
 from bo_common.envelope import Envelope, new_event
-from bo_common.kafka import start_producer
-from bo_common.settings import KafkaSettings
 from bo_common.topics import COMPLIANCE_EVENTS, TRADE_EVENTS
 from bo_tools.stack import Stack
 from tests.conftest import a_trade, auth
@@ -91,18 +89,6 @@ async def events(stack: Stack) -> AsyncIterator[Events]:
         yield Events(consumer)
     finally:
         await consumer.stop()
-
-
-@pytest.fixture
-async def producer(stack: Stack) -> AsyncIterator[AIOKafkaProducer]:
-    producer = await start_producer(
-        KafkaSettings(bootstrap_servers=stack.bootstrap, enable_idempotence=False),
-        client_id="test-compliance-changes",
-    )
-    try:
-        yield producer
-    finally:
-        await producer.stop()
 
 
 @pytest.fixture

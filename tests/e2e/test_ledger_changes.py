@@ -23,8 +23,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bo_common.contracts import gateway as contract
 from bo_common.envelope import Envelope, new_event
-from bo_common.kafka import start_producer
-from bo_common.settings import KafkaSettings
 from bo_common.topics import TRADE_EVENTS
 from bo_tools.stack import Stack
 from tests.conftest import a_trade, auth, scalar
@@ -39,17 +37,6 @@ ISIN = "US0378331005"
 LEI = "784F5XWPLTWKTBV3E584"
 
 Net = dict[tuple[str, str], Decimal]
-
-
-@pytest.fixture
-async def producer(stack: Stack) -> AsyncIterator[AIOKafkaProducer]:
-    producer = await start_producer(
-        KafkaSettings(bootstrap_servers=stack.bootstrap), client_id="test-ledger-changes"
-    )
-    try:
-        yield producer
-    finally:
-        await producer.stop()
 
 
 @pytest.fixture

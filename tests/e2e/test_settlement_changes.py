@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import secrets
-import string
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -24,39 +21,17 @@ import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
-from stdnum.iso7064 import mod_97_10
 
 from bo_common.contracts import compliance as compliance_contract
 from bo_common.contracts import gateway as gateway_contract
 from bo_common.envelope import Envelope, new_event
-from bo_common.kafka import start_producer
-from bo_common.settings import KafkaSettings
 from bo_common.topics import COMPLIANCE_EVENTS, TRADE_EVENTS
 from bo_tools.stack import Stack
-from tests.conftest import a_trade, auth, scalar
+from tests.conftest import a_trade, auth, eventually, fresh_lei, scalar
 
 pytestmark = pytest.mark.e2e
 
 ACCOUNT = "ACC-001"
-
-
-def fresh_lei() -> str:
-    """A valid LEI no SSI exists for, so that a trade with it waits in needs_ssi."""
-    body = "5493" + "".join(
-        secrets.choice(string.ascii_uppercase + string.digits) for _ in range(14)
-    )
-    return body + mod_97_10.calc_check_digits(body)
-
-
-@pytest.fixture
-async def producer(stack: Stack) -> AsyncIterator[AIOKafkaProducer]:
-    producer = await start_producer(
-        KafkaSettings(bootstrap_servers=stack.bootstrap), client_id="test-settlement-changes"
-    )
-    try:
-        yield producer
-    finally:
-        await producer.stop()
 
 
 @pytest.fixture
@@ -65,17 +40,6 @@ async def settlement(stack: Stack, keys: dict[str, str]) -> AsyncIterator[httpx.
         base_url=stack.url("settlement"), timeout=10, headers=auth(keys["ops"])
     ) as client:
         yield client
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout_s: float = 30) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def obligation(db: AsyncEngine, trade_id: str) -> dict[str, Any] | None:

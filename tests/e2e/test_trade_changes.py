@@ -4,41 +4,17 @@ audit trail holds every step; and both are refused once settlement has instructe
 
 from __future__ import annotations
 
-import asyncio
-import secrets
-import string
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from stdnum.iso7064 import mod_97_10
 
 from bo_tools.stack import Stack
-from tests.conftest import a_trade, auth
+from tests.conftest import a_trade, auth, eventually, fresh_lei
 
 pytestmark = pytest.mark.e2e
-
-
-def lei_without_ssi() -> str:
-    """A valid LEI no SSI exists for: its trade waits in needs_ssi, never instructed."""
-    body = "5493" + "".join(
-        secrets.choice(string.ascii_uppercase + string.digits) for _ in range(14)
-    )
-    return body + mod_97_10.calc_check_digits(body)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout_s: float = 30) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s}s: {what}")
-        await asyncio.sleep(0.2)
 
 
 @pytest.fixture
@@ -76,7 +52,7 @@ async def test_an_amendment_reaches_every_service(
     keys: dict[str, str], gateway: httpx.AsyncClient, services: dict[str, httpx.AsyncClient]
 ) -> None:
     trader = auth(keys["trader"])
-    trade = a_trade(counterparty_lei=lei_without_ssi(), quantity="100", price="10")
+    trade = a_trade(counterparty_lei=fresh_lei(), quantity="100", price="10")
     trade_id = (await gateway.post("/v1/trades", json=trade, headers=trader)).json()["trade_id"]
     ledger, settlement = services["ledger"], services["settlement"]
     await eventually(
@@ -141,7 +117,7 @@ async def test_a_cancellation_reaches_every_service_and_is_final(
     keys: dict[str, str], gateway: httpx.AsyncClient, services: dict[str, httpx.AsyncClient]
 ) -> None:
     trader = auth(keys["trader"])
-    trade = a_trade(counterparty_lei=lei_without_ssi())
+    trade = a_trade(counterparty_lei=fresh_lei())
     trade_id = (await gateway.post("/v1/trades", json=trade, headers=trader)).json()["trade_id"]
     ledger = services["ledger"]
     await eventually(lambda: _journal_kinds(ledger, trade_id, {"pending"}), "pending entry")
@@ -215,9 +191,7 @@ async def test_amend_and_cancel_refuse_bad_input_with_422(
 ) -> None:
     trader = auth(keys["trader"])
     trade_id = (
-        await gateway.post(
-            "/v1/trades", json=a_trade(counterparty_lei=lei_without_ssi()), headers=trader
-        )
+        await gateway.post("/v1/trades", json=a_trade(counterparty_lei=fresh_lei()), headers=trader)
     ).json()["trade_id"]
     cases = [
         ({"quantity": "5"}, "reason"),
