@@ -26,6 +26,7 @@ TOTAL = "FR0000120271"  # TotalEnergies, Euronext Paris: no other test trades it
 LEI = "784F5XWPLTWKTBV3E584"  # has a FR SSI in deploy/demo/ssis.json
 SAFEKEEPING = "SAFE-FR-A-001"  # that SSI's safekeeping account
 OTHER_LEI = "8I5DZWZKVSZI1NUHU748"
+SANOFI = "FR0000120578"  # Euronext Paris: only the partial-fail test trades it.
 
 
 @pytest.fixture
@@ -161,6 +162,53 @@ async def test_a_failed_eu_instruction_shows_in_fails_with_age_and_penalty(
     ours = [f for f in then.json() if trade_id in f["trade_ids"]]
     assert ours and ours[0]["age_business_days"] == 0
     assert Decimal(ours[0]["penalty"]) == 0
+
+
+async def test_a_partial_settlements_open_remainder_is_a_fail_penalised_on_the_remainder(
+    keys: dict[str, str],
+    gateway: httpx.AsyncClient,
+    settlement: httpx.AsyncClient,
+    simulator: httpx.AsyncClient,
+) -> None:
+    rule = {"isin": SANOFI, "outcome": "partial", "settled_fraction": "0.4"}
+    previous = simulator.previous_rules  # type: ignore[attr-defined]
+    response = await simulator.put("/v1/rules", json=[rule, *rules_of(previous)])
+    assert response.status_code == 200, response.text
+
+    paris = exchange_calendars.get_calendar("XPAR")
+    today = datetime.now(UTC).date()
+    last = paris.date_to_session(pd.Timestamp(today), direction="previous")
+    trade_date: date = paris.session_offset(last, -5).date()
+    trade = a_trade(
+        isin=SANOFI,
+        venue="XPAR",
+        currency="EUR",
+        quantity="1000",
+        price="90.10",
+        counterparty_lei=LEI,
+        trade_date=trade_date.isoformat(),
+        trade_time=f"{trade_date.isoformat()}T10:15:00Z",
+    )
+    posted = await gateway.post("/v1/trades", json=trade, headers=auth(keys["trader"]))
+    assert posted.status_code == 201, posted.text
+    trade_id = posted.json()["trade_id"]
+    await wait_for_state(gateway, keys["trader"], trade_id, "partially_settled", timeout_s=15)
+
+    listed = await settlement.get(
+        "/v1/fails", params={"counterparty_lei": LEI}, headers=auth(keys["ops"])
+    )
+    assert listed.status_code == 200, listed.text
+    ours = [f for f in listed.json() if trade_id in f["trade_ids"]]
+    assert len(ours) == 1, listed.json()
+    fail = ours[0]
+    assert fail["state"] == "partially_settled"
+    assert Decimal(fail["quantity"]) == 1000
+    assert (Decimal(fail["settled_quantity"]), Decimal(fail["remaining_quantity"])) == (400, 600)
+    # The penalty is on the open 600 only: 600 x 90.10 = 54060, 1 bp a day = 5.406 -> 5.41.
+    assert Decimal(fail["reference_value"]) == Decimal("54060")
+    assert fail["age_business_days"] >= 2
+    daily = Decimal("5.41")
+    assert Decimal(fail["penalty"]) == daily * fail["age_business_days"]
 
 
 @pytest.mark.parametrize("path", ["/v1/fails", "/v1/fails/penalties"])

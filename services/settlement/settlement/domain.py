@@ -217,6 +217,42 @@ CSD_OUTCOME_STATE: dict[str, ObligationState] = {
 }
 
 
+def settled_so_far(
+    *,
+    instructed_quantity: Decimal,
+    instructed_amount: Decimal,
+    before_quantity: Decimal,
+    before_amount: Decimal,
+    confirmed_quantity: Decimal | None,
+    confirmed_amount: Decimal | None,
+    in_full: bool,
+) -> tuple[Decimal, Decimal]:
+    """The quantity and cash of an instruction settled in total after a sese.025.
+
+    A confirmation states what it settles (a partial one: a part of what was left). Settled
+    in full, the whole instructed quantity is settled. Cash the confirmation does not state
+    (free of payment) follows the quantity pro rata. Never more than was instructed.
+    """
+    if in_full:
+        quantity = instructed_quantity
+        amount = instructed_amount if confirmed_amount is None else before_amount + confirmed_amount
+    else:
+        quantity = min(instructed_quantity, before_quantity + (confirmed_quantity or Decimal(0)))
+        if confirmed_amount is not None:
+            amount = before_amount + confirmed_amount
+        elif instructed_quantity:
+            share = (quantity - before_quantity) / instructed_quantity
+            amount = before_amount + instructed_amount * share
+        else:
+            amount = before_amount
+    return quantity, min(amount, instructed_amount)
+
+
+def remaining_quantity(instructed: Decimal, settled: Decimal) -> Decimal:
+    """What a partially settled instruction still has to settle (its open remainder)."""
+    return max(instructed - settled, Decimal(0))
+
+
 # --- amendments and cancellations ------------------------------------------------------
 # Until an instruction has gone to the depository the obligation follows the trade; after,
 # the instruction stands and the change goes to operations (the exception queue).

@@ -9,14 +9,15 @@ from decimal import Decimal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from settlement import penalties
+from settlement import domain, penalties
 from settlement.calendars import business_days
 from settlement.markets import MARKETS
 from settlement.schemas import FailOut, PenaltySummaryOut
 from settlement.tables import InstructionRow, ObligationRow
 
-# Still expecting the depository to settle: past the intended settlement date, a fail.
-PENDING_STATES = ("instructed", "matched")
+# Still expecting the depository to settle: past the intended settlement date, a fail. A
+# partially settled instruction's open remainder is a fail too, for the remainder only.
+PENDING_STATES = ("instructed", "matched", "partially_settled")
 
 
 def today() -> date:
@@ -68,6 +69,7 @@ def _fail(instruction: InstructionRow, covered: list[ObligationRow], as_of: date
         price = instruction.amount / instruction.quantity
     else:
         price = Decimal(0)
+    remaining = domain.remaining_quantity(instruction.quantity, instruction.settled_quantity)
     assessment = penalties.assess(
         intended_settlement_date=instruction.settlement_date,
         as_of=as_of,
@@ -76,10 +78,12 @@ def _fail(instruction: InstructionRow, covered: list[ObligationRow], as_of: date
         status_reason=instruction.status_reason,
         direction=instruction.direction,
         isin=instruction.isin,
-        quantity=instruction.quantity,
+        # Penalised on what is still to settle: all of it, or a partial's remainder.
+        quantity=remaining,
         price=price,
         currency=instruction.currency,
     )
+
     return FailOut(
         instruction_id=instruction.instruction_id,
         state=instruction.state,
@@ -90,6 +94,8 @@ def _fail(instruction: InstructionRow, covered: list[ObligationRow], as_of: date
         payment=instruction.payment,
         quantity=instruction.quantity,
         amount=instruction.amount,
+        settled_quantity=instruction.settled_quantity,
+        remaining_quantity=remaining,
         currency=instruction.currency,
         market=market_code,
         intended_settlement_date=instruction.settlement_date,

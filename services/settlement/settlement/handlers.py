@@ -564,9 +564,25 @@ async def apply_csd_status(value: bytes, uow: UnitOfWork) -> None:
         instruction.status_reason = status.reason
         return
     new_state = domain.CSD_OUTCOME_STATE[status.status]
-    if new_state == instruction.state:
+    # A further partial confirmation settles more of the remainder; any other repeat of
+    # the state the instruction is in changes nothing.
+    if new_state == instruction.state and new_state != "partially_settled":
         return
     now = datetime.now(UTC)
+    if new_state in ("settled", "partially_settled"):
+        settled_quantity, settled_amount = domain.settled_so_far(
+            instructed_quantity=instruction.quantity,
+            instructed_amount=instruction.amount,
+            before_quantity=instruction.settled_quantity,
+            before_amount=instruction.settled_amount,
+            confirmed_quantity=status.settled_quantity,
+            confirmed_amount=status.settled_amount,
+            in_full=new_state == "settled",
+        )
+        if new_state == instruction.state and settled_quantity == instruction.settled_quantity:
+            return
+        instruction.settled_quantity = settled_quantity
+        instruction.settled_amount = settled_amount
     instruction.state = new_state
     instruction.status_reason = status.reason
     instruction.updated_at = now

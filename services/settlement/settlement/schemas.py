@@ -201,6 +201,10 @@ class FailOut(BaseModel):
     payment: str
     quantity: Decimal
     amount: Decimal
+    # Settled so far (a partial settlement) and what is still open; the penalty is on the
+    # open quantity.
+    settled_quantity: Decimal
+    remaining_quantity: Decimal
     currency: str
     market: str
     intended_settlement_date: date

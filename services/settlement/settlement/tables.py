@@ -131,6 +131,9 @@ class InstructionRow(Base):
     counterparty_lei: Mapped[str] = mapped_column(sa.Text)
     state: Mapped[str] = mapped_column(sa.Text)
     status_reason: Mapped[str | None] = mapped_column(sa.Text)
+    # What the depository has confirmed settled so far (sese.025), in total.
+    settled_quantity: Mapped[Decimal] = mapped_column(sa.Numeric(28, 8), default=Decimal(0))
+    settled_amount: Mapped[Decimal] = mapped_column(sa.Numeric(28, 8), default=Decimal(0))
     created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     # The netting run that made it (None: instructed gross at once, netting disabled).
