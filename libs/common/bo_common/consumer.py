@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import hashlib
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -50,6 +52,12 @@ Handler = Callable[[Envelope, UnitOfWork], Awaitable[None]]
 # For a topic whose messages are not envelopes of ours (e.g. ISO 20022 XML on csd.status):
 # the record's value as it came, and the unit of work.
 RawHandler = Callable[[bytes, UnitOfWork], Awaitable[None]]
+
+# The Kafka record whose event a handler is applying: for a handler that records where the
+# event came from (the audit log keeps its topic, partition and offset).
+current_record: ContextVar[ConsumerRecord[bytes, bytes] | None] = ContextVar(
+    "current_record", default=None
+)
 
 
 class PoisonMessage(Exception):
@@ -243,12 +251,18 @@ class ConsumeLoop:
             apply=functools.partial(handler, event),
         )
 
-    def _context(self, item: _Work) -> Any:
-        return bound_contextvars(
-            event_id=str(item.event_id),
-            correlation_id=item.correlation_id,
-            event_type=item.event_type,
-        )
+    @contextlib.contextmanager
+    def _context(self, item: _Work) -> Iterator[None]:
+        token = current_record.set(item.record)
+        try:
+            with bound_contextvars(
+                event_id=str(item.event_id),
+                correlation_id=item.correlation_id,
+                event_type=item.event_type,
+            ):
+                yield
+        finally:
+            current_record.reset(token)
 
     async def _apply_all(self, work: list[_Work], uow: UnitOfWork) -> None:
         rows: dict[uuid.UUID, dict[str, object]] = {}
