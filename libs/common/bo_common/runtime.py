@@ -8,6 +8,7 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -23,6 +24,15 @@ from bo_common.db import make_engine, make_sessionmaker
 from bo_common.edge import EdgeMiddleware, RateLimited, RateLimiter
 from bo_common.kafka import start_producer
 from bo_common.logs import configure_logging, get_logger
+from bo_common.ops import (
+    OPS_STATUS_EXAMPLE,
+    LagProbe,
+    OpsStatus,
+    dead_letters,
+    last_consumed_at,
+    outbox_status,
+    service_version,
+)
 from bo_common.outbox import OutboxRelay
 from bo_common.problems import install_problem_handlers, problem_response
 from bo_common.settings import ServiceSettings
@@ -68,6 +78,16 @@ class ServiceRuntime:
         self.loop: ConsumeLoop | None = None
         self.relay: OutboxRelay | None = None
         self.state: dict[str, Any] = {}
+        self.lag_probe = LagProbe(settings.kafka, client_id=settings.service_name)
+
+    @property
+    def consumed_topics(self) -> list[str]:
+        """Every topic the service's consumer group reads."""
+        return list(
+            dict.fromkeys(
+                [*self.subscription.topics, *self.subscription.raw_handlers, ACCESS_EVENTS]
+            )
+        )
 
     def unit_of_work(self) -> UnitOfWork:
         return UnitOfWork(self.sessions)
@@ -89,11 +109,7 @@ class ServiceRuntime:
         )
         self._tasks.append(asyncio.create_task(self.relay.run(), name="outbox-relay"))
         handlers: dict[str, Handler] = {**ACCESS_HANDLERS, **self.subscription.handlers}
-        topics = list(
-            dict.fromkeys(
-                [*self.subscription.topics, *self.subscription.raw_handlers, ACCESS_EVENTS]
-            )
-        )
+        topics = self.consumed_topics
         self.loop = ConsumeLoop(
             name=s.service_name,
             topics=topics,
@@ -121,6 +137,7 @@ class ServiceRuntime:
         _done, pending = await asyncio.wait(self._tasks, timeout=15) if self._tasks else ((), ())
         for task in pending:
             task.cancel()
+        await self.lag_probe.close()
         with contextlib.suppress(Exception):
             await self.producer.stop()
         await self.engine.dispose()
@@ -145,6 +162,29 @@ class ServiceRuntime:
             if task.done():
                 checks[task.get_name()] = "stopped"
         return checks
+
+    async def ops_status(self) -> OpsStatus:
+        checks = await self.readiness()
+        s = self.settings
+        outbox, letters, consumed, lag = await asyncio.gather(
+            outbox_status(self.engine),
+            dead_letters(self.engine),
+            last_consumed_at(self.engine),
+            self.lag_probe.lag(s.group_id, self.consumed_topics),
+        )
+        return OpsStatus(
+            service=s.service_name,
+            process_role=s.role,
+            version=s.version or service_version(),
+            ready=all(value == "ok" for value in checks.values()),
+            checks=checks,
+            consumer=lag,
+            outbox=outbox,
+            dead_letters=letters,
+            last_consumed_at=consumed,
+            last_published_at=outbox.last_published_at,
+            generated_at=datetime.now(UTC),
+        )
 
 
 def _log_task_end(task: asyncio.Task[None]) -> None:
@@ -302,6 +342,28 @@ def build_app(
     )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/v1/ops/status",
+        tags=["operations"],
+        summary="What an operator needs of this process (read by `bo status`)",
+        description=(
+            "Readiness, version, the consumer group's lag per topic and partition (committed "
+            "offset against the high-water mark, read from the broker), the outbox backlog and "
+            "the age of its oldest unsent row, dead letters written per topic, and when the "
+            "service last consumed and published. Roles: compliance, ops, admin. The fields "
+            "are stable: new ones may be added, none renamed or removed."
+        ),
+        responses={
+            200: {"content": {"application/json": {"example": OPS_STATUS_EXAMPLE}}},
+            401: {"description": "No key, or an unknown or revoked key"},
+            403: {"description": "The key's role is not compliance, ops or admin"},
+        },
+    )
+    async def ops_status(
+        _principal: Annotated[Principal, Depends(roles(*READERS))],
+    ) -> OpsStatus:
+        return await runtime.ops_status()
 
     for router in routers:
         app.include_router(router)

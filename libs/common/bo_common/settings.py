@@ -60,6 +60,11 @@ class ServiceSettings(BaseSettings):
     # Larger request bodies get 413 before they are read (a batch of 1,000 trades is ~400 kB).
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    # What `GET /v1/ops/status` reports as the version; images set BO_VERSION, otherwise
+    # the installed package's version.
+    version: str | None = Field(
+        default=None, validation_alias=AliasChoices("BO_VERSION", "version")
+    )
 
     @property
     def group_id(self) -> str:
