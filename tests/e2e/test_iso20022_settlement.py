@@ -82,7 +82,9 @@ async def sese023_payloads(db: AsyncEngine) -> list[bytes]:
         )
 
 
-async def status_messages_of(stack: Stack, instruction_id: str, count: int) -> list[bytes]:
+async def status_messages_of(
+    stack: Stack, instruction_id: str, count: int, timeout_s: float = 15
+) -> list[bytes]:
     """The messages the simulator sent on csd.status about the instruction."""
     consumer = AIOKafkaConsumer(
         "csd.status",
@@ -95,7 +97,7 @@ async def status_messages_of(stack: Stack, instruction_id: str, count: int) -> l
     await consumer.start()
     found: list[bytes] = []
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and len(found) < count:
             batches = await consumer.getmany(timeout_ms=200)
             for records in batches.values():
@@ -169,6 +171,35 @@ async def test_every_sese023_settlement_sends_validates_against_the_xsd(
     assert [Decimal(a) for a in amounts] == [Decimal("1")]
 
 
+async def dead_letters_about(
+    stack: Stack, topic: str, marker: str, count: int
+) -> list[dict[str, Any]]:
+    """The dead letters on `topic` whose original value contains `marker` (up to count)."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=stack.bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    dead: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(dead) < count:
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                dead += [
+                    d
+                    for d in (json.loads(r.value or b"{}") for r in records)
+                    if marker in str(d.get("value"))
+                ]
+    finally:
+        await consumer.stop()
+    return dead
+
+
 def invalid_sese025(instruction_id: str) -> bytes:
     """A sese.025 whose settled amount has 6 decimals (the schema allows 5)."""
     valid = bo_iso20022.render_sese025(
@@ -202,29 +233,7 @@ async def test_a_schema_invalid_status_message_is_dead_lettered_with_the_validat
     finally:
         await producer.stop()
 
-    consumer = AIOKafkaConsumer(
-        "csd.status.dlq",
-        bootstrap_servers=stack.bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-    )
-    await consumer.start()
-    dead: list[dict[str, Any]] = []
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and len(dead) < 2:
-            batches = await consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                dead += [
-                    d
-                    for d in (json.loads(r.value or b"{}") for r in records)
-                    if marker in str(d.get("value"))
-                ]
-    finally:
-        await consumer.stop()
-
+    dead = await dead_letters_about(stack, "csd.status.dlq", marker, 2)
     by_value = {d["value"]: d for d in dead}
     assert set(by_value) == {bad_schema.decode(), not_xml.decode()}, dead
     schema_letter = by_value[bad_schema.decode()]
@@ -328,3 +337,39 @@ async def test_a_rule_with_a_reason_that_is_no_sese024_code_is_refused(
 ) -> None:
     response = await simulator.put("/v1/rules", json=[{"outcome": "fail", "reason": "BROKE"}])
     assert response.status_code == 422
+
+
+async def test_a_schema_invalid_instruction_is_dead_lettered_by_the_depository(
+    stack: Stack,
+    keys: dict[str, str],
+    gateway: httpx.AsyncClient,
+    databases: dict[str, AsyncEngine],
+) -> None:
+    """The simulator validates what it receives as a depository would: a sese.023 that
+    breaks its schema goes to csd.instructions.dlq with the error, and is not answered."""
+    trade_id = await post_trade(gateway, keys, isin=MICROSOFT)
+    instruction = await instruction_of(databases["settlement"], trade_id)
+    sent = [p for p in await sese023_payloads(databases["settlement"]) if trade_id.encode() in p]
+    assert sent, "the trade's sese.023 is in the outbox"
+    marker = f"BAD{time.time_ns():013d}"[:16]
+    # The same message under a new reference, with an ISIN the schema's pattern refuses.
+    bad = sent[-1].replace(instruction["instruction_id"].encode(), marker.encode())
+    assert f"<ISIN>{MICROSOFT}</ISIN>".encode() in bad, bad
+    bad = bad.replace(f"<ISIN>{MICROSOFT}</ISIN>".encode(), b"<ISIN>US59491810</ISIN>")
+    with pytest.raises(bo_iso20022.InvalidMessage):
+        bo_iso20022.parse(bad)
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait("csd.instructions", bad, key=marker.encode())
+    finally:
+        await producer.stop()
+
+    dead = await dead_letters_about(stack, "csd.instructions.dlq", marker, 1)
+    assert len(dead) == 1, dead
+    assert dead[0]["consumer"] == "csd_simulator"
+    assert "sese.023.001.11" in dead[0]["error"] and "ISIN" in dead[0]["error"], dead[0]
+    # No status was sent about it, and the depository goes on settling.
+    assert await status_messages_of(stack, marker, 1, timeout_s=2) == []
+    next_trade = await post_trade(gateway, keys, isin=MICROSOFT)
+    await wait_for_state(gateway, keys["trader"], next_trade, "settled")
