@@ -1,4 +1,5 @@
-"""The `bo` command: run the stack, administer keys and desks, migrate, create topics, bench."""
+"""The `bo` command: run the stack, administer keys and desks, migrate, create topics, bench,
+and operate the cluster (status, dead letters, trace, outbox republish, reconcile)."""
 
 from __future__ import annotations
 
@@ -180,6 +181,9 @@ def _bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bo", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+    from bo_tools.ops.commands import add_ops_commands
+
+    add_ops_commands(commands)
 
     keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
     create = keys.add_parser("create", help="create a key and print it (shown once)")

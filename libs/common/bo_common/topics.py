@@ -8,6 +8,8 @@ AUDIT_EVENTS = "audit.events"
 # API keys are created in the gateway and replicated to every service through this topic,
 # so that each service authenticates against its own database (no shared auth store).
 ACCESS_EVENTS = "access.events"
+# Published by the operations tool (reconciliation results, dead-letter replays); audit records it.
+OPS_EVENTS = "ops.events"
 CSD_INSTRUCTIONS = "csd.instructions"
 CSD_STATUS = "csd.status"
 
@@ -18,6 +20,7 @@ EVENT_TOPICS = (
     COMPLIANCE_EVENTS,
     AUDIT_EVENTS,
     ACCESS_EVENTS,
+    OPS_EVENTS,
 )
 ALL_TOPICS = (*EVENT_TOPICS, CSD_INSTRUCTIONS, CSD_STATUS)
 

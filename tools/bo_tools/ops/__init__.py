@@ -1,0 +1,1 @@
+"""Operating the cluster: the `bo` ops commands and the reconciliation control."""
