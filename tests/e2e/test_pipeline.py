@@ -123,10 +123,10 @@ async def test_trade_over_the_notional_limit_is_held_not_instructed(
         alerts = (
             await client.get(
                 f"{stack.url('compliance_monitor')}/v1/alerts",
-                params={"trade_id": trade_id},
+                params={"trade_id": trade_id, "blocking": "true"},
                 headers=auth(keys["compliance"]),
             )
-        ).json()
+        ).json()["items"]
         assert [a["rule"] for a in alerts] == ["notional-limit"]
         await asyncio.sleep(0.5)
         obligation = (

@@ -1,95 +1,37 @@
-"""Pre-settlement compliance rules. Each rule is a pure function of the trade and its
-parameters; a trade that fails any rule is held and raises an alert. Each version of a trade
-(capture, amendments) is evaluated once; a cancellation ends its hold. No I/O."""
+"""Compliance decisions on trades: each version of a trade (capture, amendments) is evaluated
+once against the rules (`domain_rules`); a breach of a `hold` rule holds that version until
+two different compliance officers release or reject it (four eyes); a cancellation ends the
+hold and closes the trade's alerts. Alerts are worked through open, assigned, escalated and
+closed. No I/O."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
+from typing import Literal
+
+from compliance_monitor.domain_rules import (
+    Context,
+    Outcome,
+    PricePoint,
+    RuleVersion,
+    SeenTrade,
+    TradeFacts,
+    evaluate,
+    in_force,
+    newer_price,
+)
 
 
 class ComplianceError(Exception):
     pass
 
 
-class UnknownRule(ComplianceError):
-    pass
-
-
-@dataclass(frozen=True)
-class TradeFacts:
-    trade_id: str
-    account: str
-    side: str
-    isin: str
-    quantity: Decimal
-    gross_amount: Decimal
-    currency: str
-    counterparty_lei: str
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    kind: str
-    parameters: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class Outcome:
-    rule: str
-    passed: bool
-    detail: str
-
-
-def _notional_limit(
-    trade: TradeFacts, parameters: Mapping[str, Any], restricted: frozenset[str]
-) -> Outcome:
-    limits = parameters.get("limits", {})
-    limit = limits.get(trade.currency, parameters.get("default_limit"))
-    if limit is None:
-        return Outcome("", True, f"no notional limit for {trade.currency}")
-    limit_amount = Decimal(str(limit))
-    if trade.gross_amount > limit_amount:
-        return Outcome(
-            "",
-            False,
-            f"gross amount {trade.gross_amount} {trade.currency} exceeds the limit "
-            f"of {limit_amount} {trade.currency}",
-        )
-    return Outcome("", True, f"within {limit_amount} {trade.currency}")
-
-
-def _restricted_list(
-    trade: TradeFacts, parameters: Mapping[str, Any], restricted: frozenset[str]
-) -> Outcome:
-    if trade.isin in restricted:
-        return Outcome("", False, f"{trade.isin} is on the restricted list")
-    return Outcome("", True, "not restricted")
-
-
-RULE_KINDS: dict[str, Callable[[TradeFacts, Mapping[str, Any], frozenset[str]], Outcome]] = {
-    "notional_limit": _notional_limit,
-    "restricted_list": _restricted_list,
-}
-
-
-def evaluate(trade: TradeFacts, rules: list[Rule], restricted: frozenset[str]) -> list[Outcome]:
-    outcomes = []
-    for rule in rules:
-        check = RULE_KINDS.get(rule.kind)
-        if check is None:
-            raise UnknownRule(f"rule '{rule.name}' has unknown kind '{rule.kind}'")
-        result = check(trade, rule.parameters, restricted)
-        outcomes.append(Outcome(rule.name, result.passed, result.detail))
-    return outcomes
-
-
-def held(outcomes: list[Outcome]) -> bool:
-    return any(not o.passed for o in outcomes)
+def held(outcomes: Iterable[Outcome]) -> bool:
+    """A version is held when a rule whose action is `hold` is breached."""
+    return any(o.blocking for o in outcomes)
 
 
 # -- versions: capture, amendment, cancellation ----------------------------------------------
@@ -124,12 +66,16 @@ class Decision:
 
     @property
     def held(self) -> bool:
-        return held(list(self.outcomes))
+        return held(self.outcomes)
 
     @property
     def breaches(self) -> tuple[Outcome, ...]:
-        """The failed rules: each raises an alert for this version."""
+        """The failed rules: each raises an alert for this version (blocking or not)."""
         return tuple(o for o in self.outcomes if not o.passed)
+
+    @property
+    def blocking_rules(self) -> list[str]:
+        return [o.rule for o in self.outcomes if o.blocking]
 
 
 @dataclass(frozen=True)
@@ -203,3 +149,260 @@ def alert_id(trade_id: str, version: int, rule: str) -> str:
     id alerts had before trades had versions."""
     name = f"alert:{trade_id}:{rule}" if version == 1 else f"alert:{trade_id}:v{version}:{rule}"
     return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+
+
+# -- four eyes: releasing or rejecting a held version ----------------------------------------
+# One compliance officer proposes, with a reason; another approves. The same officer (the
+# same key, or another key under the same name) can never do both.
+
+HoldDecision = Literal["release", "reject"]
+
+
+@dataclass(frozen=True)
+class Officer:
+    key_id: str
+    name: str
+
+    def same_person(self, other: Officer) -> bool:
+        return self.key_id == other.key_id or self.name == other.name
+
+
+@dataclass(frozen=True)
+class Proposal:
+    decision: HoldDecision
+    version: int
+    proposed_by: Officer
+    reason: str
+
+
+@dataclass(frozen=True)
+class Approved:
+    """The hold of `version` ends: released (settlement instructs the trade) or rejected
+    (the trade is cancelled downstream)."""
+
+    proposal: Proposal
+    approved_by: Officer
+    reason: str
+
+    @property
+    def close_reason(self) -> str:
+        verb = "released" if self.proposal.decision == "release" else "rejected"
+        return (
+            f"{verb}: proposed by {self.proposal.proposed_by.name} "
+            f"({self.proposal.reason}), approved by {self.approved_by.name} ({self.reason})"
+        )
+
+
+class NoOpenHold(ComplianceError):
+    pass
+
+
+class ProposalPending(ComplianceError):
+    pass
+
+
+class NoPendingProposal(ComplianceError):
+    pass
+
+
+class FourEyesViolation(ComplianceError):
+    pass
+
+
+def propose(
+    state: TradeState,
+    pending: Proposal | None,
+    *,
+    version: int,
+    decision: HoldDecision,
+    officer: Officer,
+    reason: str,
+) -> Proposal:
+    if state.cancelled or state.open_hold != version:
+        raise NoOpenHold(f"version {version} of the trade has no open hold to {decision}")
+    if pending is not None:
+        raise ProposalPending(
+            f"{pending.proposed_by.name} already proposed to {pending.decision} version "
+            f"{pending.version}: approve or decline that proposal first"
+        )
+    return Proposal(decision=decision, version=version, proposed_by=officer, reason=reason)
+
+
+def approve(
+    state: TradeState, pending: Proposal | None, *, officer: Officer, reason: str
+) -> tuple[Approved, TradeState]:
+    """The second officer approves the pending proposal: the hold ends."""
+    if pending is None:
+        raise NoPendingProposal("there is no proposal to approve: propose a release or rejection")
+    if state.cancelled or state.open_hold != pending.version:
+        raise NoOpenHold(f"version {pending.version} of the trade is no longer held")
+    if officer.same_person(pending.proposed_by):
+        raise FourEyesViolation(
+            f"{officer.name} proposed this {pending.decision}; another compliance officer "
+            "must approve it (four eyes)"
+        )
+    return Approved(pending, officer, reason), replace(state, open_hold=None)
+
+
+def decline(pending: Proposal | None) -> Proposal:
+    """Any compliance officer may decline (or the proposer withdraw) a pending proposal."""
+    if pending is None:
+        raise NoPendingProposal("there is no proposal to decline")
+    return pending
+
+
+# -- alert workflow ----------------------------------------------------------------------
+
+AlertState = Literal["open", "assigned", "escalated", "closed"]
+AlertAction = Literal["assign", "escalate", "close"]
+ALERT_STATES: tuple[AlertState, ...] = ("open", "assigned", "escalated", "closed")
+
+
+class AlertTransitionRefused(ComplianceError):
+    pass
+
+
+def next_alert_state(
+    state: AlertState, action: AlertAction, *, holds_trade: bool = False
+) -> AlertState:
+    """assign: from open, assigned or escalated; escalate: from open or assigned; close:
+    from any state but closed, except an alert that holds its trade, which ends only with
+    a four-eyes release or rejection of the hold."""
+    if state == "closed":
+        raise AlertTransitionRefused("the alert is closed")
+    if action == "assign":
+        return "assigned"
+    if action == "escalate":
+        if state == "escalated":
+            raise AlertTransitionRefused("the alert is already escalated")
+        return "escalated"
+    if holds_trade:
+        raise AlertTransitionRefused(
+            "the alert holds its trade: propose a release or a rejection instead, which a "
+            "second compliance officer approves"
+        )
+    return "closed"
+
+
+# -- the projection: what the monitor knows of the trades it has seen --------------------
+# The service keeps it in tables; `Projection` is the same in memory, for replays. Both
+# apply exactly these changes: a version evaluated replaces the trade's terms (its signed
+# quantity moves the account's position, its price may become the ISIN's last price); a
+# cancellation removes the trade's quantity from the position.
+
+
+def price_point(trade: TradeFacts) -> PricePoint:
+    return PricePoint(trade.price, trade.trade_time, trade.trade_id)
+
+
+@dataclass
+class Projection:
+    trades: dict[str, TradeFacts] = field(default_factory=dict)
+    cancelled: set[str] = field(default_factory=set)
+    positions: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+    last_prices: dict[tuple[str, str], PricePoint] = field(default_factory=dict)
+
+    def context(self, trade: TradeFacts, lists: Context) -> Context:
+        previous = self.trades.get(trade.trade_id)
+        position = self.positions.get((trade.account, trade.isin), Decimal(0))
+        if previous is not None and previous.isin == trade.isin:
+            position -= previous.signed_quantity
+        holdings = {
+            isin: (quantity, self.last_prices[(isin, trade.currency)].price)
+            for (account, isin), quantity in self.positions.items()
+            if account == trade.account and (isin, trade.currency) in self.last_prices
+        }
+        recent = [
+            SeenTrade(t.trade_id, t.account, t.side, t.isin, t.price, t.trade_time)
+            for t in self.trades.values()
+            if t.isin == trade.isin and t.trade_id not in self.cancelled
+        ]
+        return replace(
+            lists,
+            recent_trades=recent,
+            position_before=position,
+            other_holdings=holdings,
+            last_price=self.last_prices.get((trade.isin, trade.currency)),
+        )
+
+    def apply_version(self, trade: TradeFacts) -> None:
+        old = self.trades.get(trade.trade_id)
+        if old is not None:  # an amendment may change the ISIN: move the quantity over
+            self._move(old.account, old.isin, -old.signed_quantity)
+        self._move(trade.account, trade.isin, trade.signed_quantity)
+        self.trades[trade.trade_id] = trade
+        point = price_point(trade)
+        if newer_price(self.last_prices.get((trade.isin, trade.currency)), point):
+            self.last_prices[(trade.isin, trade.currency)] = point
+
+    def _move(self, account: str, isin: str, quantity: Decimal) -> None:
+        self.positions[(account, isin)] = self.positions.get((account, isin), Decimal(0)) + quantity
+
+    def apply_cancel(self, trade_id: str) -> None:
+        old = self.trades.get(trade_id)
+        if old is None or trade_id in self.cancelled:
+            return
+        self.cancelled.add(trade_id)
+        self._move(old.account, old.isin, -old.signed_quantity)
+
+
+@dataclass(frozen=True)
+class RaisedAlert:
+    alert_id: str
+    trade_id: str
+    version: int
+    rule: str
+    rule_version: int
+    blocking: bool
+    severity: str
+    detail: str
+    evidence: Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    trade_id: str
+
+
+def replay(
+    events: Sequence[TradeFacts | Cancelled],
+    rules: Sequence[RuleVersion],
+    lists: Context,
+) -> list[RaisedAlert]:
+    """Evaluate a recorded sequence of trade versions and cancellations from empty state,
+    as the service does (rules in force at each trade's time): the alerts raised, in order.
+    The same sequence always gives the same alerts."""
+    projection = Projection()
+    states: dict[str, TradeState] = {}
+    raised: list[RaisedAlert] = []
+    for event in events:
+        if isinstance(event, Cancelled):
+            change = on_cancel(states.get(event.trade_id, TradeState()))
+            states[event.trade_id] = change.state
+            if change.ignored is None:
+                projection.apply_cancel(event.trade_id)
+            continue
+        state = states.get(event.trade_id, TradeState())
+        if why_ignored(state, event.version) is not None:
+            continue
+        outcomes = evaluate(
+            event, in_force(rules, event.trade_time), projection.context(event, lists)
+        )
+        change = on_version(state, event.version, outcomes)
+        states[event.trade_id] = change.state
+        projection.apply_version(event)
+        for outcome in change.decision.breaches if change.decision else ():
+            raised.append(
+                RaisedAlert(
+                    alert_id=alert_id(event.trade_id, event.version, outcome.rule),
+                    trade_id=event.trade_id,
+                    version=event.version,
+                    rule=outcome.rule,
+                    rule_version=outcome.rule_version,
+                    blocking=outcome.blocking,
+                    severity=outcome.severity,
+                    detail=outcome.detail,
+                    evidence=outcome.evidence,
+                )
+            )
+    return raised

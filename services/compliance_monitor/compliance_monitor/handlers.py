@@ -1,15 +1,22 @@
-"""Compliance use cases: evaluate each version of a trade (captured, then each amendment)
-against the enabled rules, and end the hold of a cancelled trade.
+"""Compliance use cases on trade events: evaluate each version of a trade (captured, then
+each amendment) against the rules in force at the event's time, keep the projection of
+the trades seen, and end the hold and close the alerts of a cancelled trade.
 
 The events of one trade are serialised by the lock on its `trades` row; what an event
-changes is decided by `domain.on_version` / `domain.on_cancel`, and stored and published
-here in the consume loop's transaction."""
+changes is decided by `domain` / `domain_rules`, and stored and published here in the
+consume loop's transaction. Everything an evaluation reads is as of the event's time (rule
+versions, list entries) or comes from earlier events (the projection), never the clock:
+replaying the same events gives the same decisions and alerts."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import sqlalchemy as sa
+from prometheus_client import Histogram
 from sqlalchemy.dialects.postgresql import insert
 
 from bo_common.contracts import compliance as contract
@@ -18,19 +25,36 @@ from bo_common.envelope import Envelope, new_event
 from bo_common.logs import get_logger
 from bo_common.topics import COMPLIANCE_EVENTS
 from bo_common.unit_of_work import UnitOfWork
-from compliance_monitor import domain
+from compliance_monitor import domain, domain_rules
+from compliance_monitor.sessions import ExchangeSessions
 from compliance_monitor.tables import (
+    AlertActionRow,
     AlertRow,
+    CounterpartyRow,
     EvaluationRow,
     HoldRow,
-    RestrictedRow,
-    RuleRow,
+    LastPriceRow,
+    ListEntryRow,
+    PositionRow,
+    ProposalRow,
+    RuleVersionRow,
     TradeRow,
 )
 
 ACTOR = "service:compliance_monitor"
+SOURCE = "compliance_monitor"
 
 log = get_logger(__name__)
+
+EVALUATION_SECONDS = Histogram(
+    "bo_compliance_evaluation_seconds",
+    "Time to evaluate one trade version: load rules, lists and projection, run every rule, "
+    "store the result (inside the consumed batch's transaction)",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+)
+SESSIONS = ExchangeSessions()
+# Parsed parameters of each rule version (a version never changes).
+_PARSED: dict[tuple[str, int], domain_rules.RuleVersion] = {}
 
 
 async def evaluate_trade(event: Envelope, uow: UnitOfWork) -> None:
@@ -44,9 +68,10 @@ async def evaluate_amendment(event: Envelope, uow: UnitOfWork) -> None:
 
 
 async def cancel_trade(event: Envelope, uow: UnitOfWork) -> None:
-    """trade.cancelled: close the open hold, decide nothing, ignore later versions."""
+    """trade.cancelled: close the open hold and every alert of the trade still open, take
+    the trade out of the positions, decide nothing, ignore later versions."""
     cancelled = gateway_contract.TradeCancelled.model_validate(event.data)
-    row, state = await _lock_trade(uow, cancelled.trade_id, cancelled.account)
+    row, state = await lock_trade(uow, cancelled.trade_id, cancelled.account)
     change = domain.on_cancel(state)
     if change.ignored is not None:
         log.info("trade_event_ignored", trade_id=cancelled.trade_id, why=change.ignored)
@@ -54,44 +79,66 @@ async def cancel_trade(event: Envelope, uow: UnitOfWork) -> None:
     now = datetime.now(UTC)
     row.cancelled_at = now
     row.cancel_reason = cancelled.reason
-    await _close_hold(uow, cancelled.trade_id, change.hold_closed, now)
+    if row.isin is not None and row.quantity is not None and row.side is not None:
+        await _move_position(
+            uow, row.account, row.isin, -domain_rules.signed_quantity(row.side, row.quantity)
+        )
+    await close_hold(uow, cancelled.trade_id, change.hold_closed, now)
+    alerts = (
+        await uow.session.execute(
+            sa.select(AlertRow)
+            .where(AlertRow.trade_id == cancelled.trade_id, AlertRow.state != "closed")
+            .order_by(AlertRow.raised_at, AlertRow.alert_id)
+        )
+    ).scalars()
+    for alert in alerts:
+        record_alert_action(
+            uow,
+            alert,
+            action="close",
+            to_state="closed",
+            actor=ACTOR,
+            reason=f"{domain.CANCELLED_REASON}: {cancelled.reason}",
+            now=now,
+            cause=event,
+        )
 
 
 async def _evaluate_version(
     event: Envelope, uow: UnitOfWork, trade: gateway_contract.TradeCaptured
 ) -> None:
-    row, state = await _lock_trade(uow, trade.trade_id, trade.account)
+    row, state = await lock_trade(uow, trade.trade_id, trade.account)
     ignored = domain.why_ignored(state, trade.version)
     if ignored is not None:  # a redelivery, a replay, a late arrival or a cancelled trade
         log.info("trade_event_ignored", trade_id=trade.trade_id, why=ignored)
         return
-    facts = domain.TradeFacts(
+    started = time.perf_counter()
+    facts = domain_rules.TradeFacts(
         trade_id=trade.trade_id,
+        version=trade.version,
         account=trade.account,
         side=trade.side,
         isin=trade.isin,
         quantity=trade.quantity,
+        price=trade.price,
         gross_amount=trade.gross_amount,
         currency=trade.currency,
         counterparty_lei=trade.counterparty_lei,
+        venue=trade.venue,
+        trade_time=trade.trade_time,
     )
-    rules = [
-        domain.Rule(r.name, r.kind, r.parameters)
-        for r in (
-            await uow.session.execute(
-                sa.select(RuleRow).where(RuleRow.enabled).order_by(RuleRow.name)
-            )
-        ).scalars()
-    ]
-    restricted = await uow.session.scalar(
-        sa.select(RestrictedRow.isin).where(RestrictedRow.isin == trade.isin)
-    )
-    outcomes = domain.evaluate(facts, rules, frozenset({restricted} if restricted else ()))
+    # The rules and lists as they stood when the event happened (not when it is applied).
+    at = event.time
+    rules = await rules_in_force(uow, at)
+    context = await _context(uow, facts, row, rules, at)
+    outcomes = domain_rules.evaluate(facts, rules, context)
     change = domain.on_version(state, trade.version, outcomes)
     decision = change.decision
-    assert decision is not None  # why_ignored said it is evaluated
+    if decision is None:  # why_ignored said it is evaluated
+        raise domain.ComplianceError(f"version {trade.version} was not decided")
 
     now = datetime.now(UTC)
+    await _project(uow, row, facts)
     row.version = change.state.version
     uow.session.add(
         EvaluationRow(
@@ -99,13 +146,11 @@ async def _evaluate_version(
             version=decision.version,
             account=trade.account,
             outcome="held" if decision.held else "cleared",
-            results=[
-                {"rule": o.rule, "passed": o.passed, "detail": o.detail} for o in decision.outcomes
-            ],
+            results=[o.as_json() for o in decision.outcomes],
             evaluated_at=now,
         )
     )
-    await _close_hold(uow, trade.trade_id, change.hold_closed, now)
+    await close_hold(uow, trade.trade_id, change.hold_closed, now)
     if change.hold_opened is not None:
         uow.session.add(
             HoldRow(
@@ -113,7 +158,7 @@ async def _evaluate_version(
                 version=change.hold_opened,
                 account=trade.account,
                 state="open",
-                rules=[o.rule for o in decision.breaches],
+                rules=decision.blocking_rules,
                 opened_at=now,
             )
         )
@@ -122,7 +167,7 @@ async def _evaluate_version(
         uow.outbox.put(
             new_event(
                 type=type_,
-                source="compliance_monitor",
+                source=SOURCE,
                 subject=trade.trade_id,
                 cause=event,
                 actor=ACTOR,
@@ -144,9 +189,14 @@ async def _evaluate_version(
                 account=trade.account,
                 version=decision.version,
                 rule=outcome.rule,
+                rule_version=outcome.rule_version,
+                severity=outcome.severity,
+                blocking=outcome.blocking,
                 detail=outcome.detail,
+                evidence=dict(outcome.evidence),
                 state="open",
                 raised_at=now,
+                updated_at=now,
             )
         )
         emit(
@@ -157,6 +207,11 @@ async def _evaluate_version(
                 account=trade.account,
                 rule=outcome.rule,
                 detail=outcome.detail,
+                version=decision.version,
+                rule_version=outcome.rule_version,
+                severity=outcome.severity,
+                blocking=outcome.blocking,
+                evidence=dict(outcome.evidence),
             ).model_dump(mode="json"),
         )
     emit(
@@ -165,15 +220,228 @@ async def _evaluate_version(
             trade_id=trade.trade_id,
             account=trade.account,
             outcomes=[
-                contract.RuleOutcome(rule=o.rule, passed=o.passed, detail=o.detail)
+                contract.RuleOutcome(
+                    rule=o.rule,
+                    passed=o.passed,
+                    detail=o.detail,
+                    rule_version=o.rule_version,
+                    blocking=o.blocking,
+                    severity=o.severity,
+                )
                 for o in decision.outcomes
             ],
             version=decision.version,
         ).model_dump(mode="json"),
     )
+    EVALUATION_SECONDS.observe(time.perf_counter() - started)
 
 
-async def _lock_trade(
+# -- what an evaluation reads ---------------------------------------------------------------
+
+
+def rule_version(row: RuleVersionRow) -> domain_rules.RuleVersion:
+    key = (row.name, row.version)
+    parsed = _PARSED.get(key)
+    if parsed is None:
+        parsed = domain_rules.RuleVersion(
+            name=row.name,
+            version=row.version,
+            kind=row.kind,
+            enabled=row.enabled,
+            action=row.action,  # type: ignore[arg-type]
+            severity=row.severity,  # type: ignore[arg-type]
+            parameters=domain_rules.parse_parameters(row.kind, row.parameters),
+            effective_from=row.effective_from,
+        )
+        _PARSED[key] = parsed
+    return parsed
+
+
+async def rules_in_force(uow: UnitOfWork, at: datetime) -> list[domain_rules.RuleVersion]:
+    rows = (
+        await uow.session.execute(
+            sa.select(RuleVersionRow)
+            .where(RuleVersionRow.effective_from <= at)
+            .distinct(RuleVersionRow.name)
+            .order_by(RuleVersionRow.name, RuleVersionRow.version.desc())
+        )
+    ).scalars()
+    return [rule_version(row) for row in rows]
+
+
+def _live(at: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        ListEntryRow.added_at <= at,
+        sa.or_(ListEntryRow.removed_at.is_(None), ListEntryRow.removed_at > at),
+    )
+
+
+async def _context(
+    uow: UnitOfWork,
+    trade: domain_rules.TradeFacts,
+    row: TradeRow,
+    rules: Sequence[domain_rules.RuleVersion],
+    at: datetime,
+) -> domain_rules.Context:
+    kinds = {rule.kind for rule in rules if rule.enabled}
+    session = uow.session
+    restricted: dict[str, str] = {}
+    watched_leis: dict[str, str] = {}
+    watched_names: list[domain_rules.ListEntry] = []
+    name = None
+    if kinds & {"restricted_list", "watch_list"}:
+        entries = await session.execute(
+            sa.select(ListEntryRow.list, ListEntryRow.value, ListEntryRow.reason)
+            .where(
+                _live(at),
+                sa.or_(
+                    sa.and_(ListEntryRow.list == "restricted", ListEntryRow.value == trade.isin),
+                    sa.and_(
+                        ListEntryRow.list == "watch_lei",
+                        ListEntryRow.value == trade.counterparty_lei,
+                    ),
+                    ListEntryRow.list == "watch_name",
+                ),
+            )
+            .order_by(ListEntryRow.list, ListEntryRow.value)
+        )
+        for list_, value, reason in entries:
+            if list_ == "restricted":
+                restricted[value] = reason
+            elif list_ == "watch_lei":
+                watched_leis[value] = reason
+            else:
+                watched_names.append(domain_rules.ListEntry(value, reason))
+        if watched_names:
+            name = await session.scalar(
+                sa.select(CounterpartyRow.name).where(CounterpartyRow.lei == trade.counterparty_lei)
+            )
+    recent: list[domain_rules.SeenTrade] = []
+    accounts, window_s = domain_rules.wash_lookup(rules, trade.account)
+    if accounts:
+        window = timedelta(seconds=window_s)
+        seen = await session.execute(
+            sa.select(
+                TradeRow.trade_id,
+                TradeRow.account,
+                TradeRow.side,
+                TradeRow.isin,
+                TradeRow.price,
+                TradeRow.trade_time,
+            ).where(
+                TradeRow.isin == trade.isin,
+                TradeRow.trade_time.between(trade.trade_time - window, trade.trade_time + window),
+                TradeRow.account.in_(sorted(accounts)),
+                TradeRow.cancelled_at.is_(None),
+                TradeRow.trade_id != trade.trade_id,
+            )
+        )
+        recent = [domain_rules.SeenTrade(*values) for values in seen]
+    position = Decimal(0)
+    holdings: dict[str, tuple[Decimal, Decimal]] = {}
+    if "concentration_limit" in kinds:
+        for isin, quantity, price in await session.execute(
+            sa.select(PositionRow.isin, PositionRow.quantity, LastPriceRow.price)
+            .join(
+                LastPriceRow,
+                sa.and_(
+                    LastPriceRow.isin == PositionRow.isin,
+                    LastPriceRow.currency == trade.currency,
+                ),
+                isouter=True,
+            )
+            .where(PositionRow.account == trade.account)
+        ):
+            if isin == trade.isin:
+                position = quantity
+            elif price is not None:
+                holdings[isin] = (quantity, price)
+    elif "position_limit" in kinds:
+        position = (
+            await session.scalar(
+                sa.select(PositionRow.quantity).where(
+                    PositionRow.account == trade.account, PositionRow.isin == trade.isin
+                )
+            )
+        ) or Decimal(0)
+    if row.isin == trade.isin and row.side is not None and row.quantity is not None:
+        # An older version of this trade is in the position: this version replaces it.
+        position -= domain_rules.signed_quantity(row.side, row.quantity)
+    last_price = None
+    if "price_deviation" in kinds:
+        point = (
+            await session.execute(
+                sa.select(LastPriceRow.price, LastPriceRow.trade_time, LastPriceRow.trade_id).where(
+                    LastPriceRow.isin == trade.isin, LastPriceRow.currency == trade.currency
+                )
+            )
+        ).first()
+        if point is not None:
+            last_price = domain_rules.PricePoint(*point)
+    return domain_rules.Context(
+        restricted=restricted,
+        watched_leis=watched_leis,
+        watched_names=watched_names,
+        counterparty_name=name,
+        recent_trades=recent,
+        position_before=position,
+        other_holdings=holdings,
+        last_price=last_price,
+        sessions=SESSIONS,
+    )
+
+
+# -- the projection -------------------------------------------------------------------------
+
+
+async def _move_position(uow: UnitOfWork, account: str, isin: str, quantity: Decimal) -> None:
+    if quantity == 0:
+        return
+    statement = insert(PositionRow).values(account=account, isin=isin, quantity=quantity)
+    await uow.session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[PositionRow.account, PositionRow.isin],
+            set_={"quantity": PositionRow.quantity + statement.excluded.quantity},
+        )
+    )
+
+
+async def _project(uow: UnitOfWork, row: TradeRow, trade: domain_rules.TradeFacts) -> None:
+    """The version's terms replace the older version's in the positions; its price becomes
+    the last price if it is the latest trade seen in the ISIN (see domain.Projection)."""
+    if row.isin is not None and row.side is not None and row.quantity is not None:
+        await _move_position(
+            uow, row.account, row.isin, -domain_rules.signed_quantity(row.side, row.quantity)
+        )
+    await _move_position(uow, trade.account, trade.isin, trade.signed_quantity)
+    row.side, row.isin, row.quantity = trade.side, trade.isin, trade.quantity
+    row.price, row.currency, row.trade_time = trade.price, trade.currency, trade.trade_time
+    statement = insert(LastPriceRow).values(
+        isin=trade.isin,
+        currency=trade.currency,
+        price=trade.price,
+        trade_time=trade.trade_time,
+        trade_id=trade.trade_id,
+    )
+    await uow.session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[LastPriceRow.isin, LastPriceRow.currency],
+            set_={
+                "price": statement.excluded.price,
+                "trade_time": statement.excluded.trade_time,
+                "trade_id": statement.excluded.trade_id,
+            },
+            # domain_rules.newer_price: the latest in trade time wins, the trade id breaks ties.
+            where=sa.tuple_(LastPriceRow.trade_time, LastPriceRow.trade_id)
+            <= sa.tuple_(statement.excluded.trade_time, statement.excluded.trade_id),
+        )
+    )
+
+
+# -- shared with the API's use cases ----------------------------------------------------------
+
+
+async def lock_trade(
     uow: UnitOfWork, trade_id: str, account: str
 ) -> tuple[TradeRow, domain.TradeState]:
     """The trade's row, locked until the transaction ends (created at version 0 the first
@@ -183,26 +451,42 @@ async def _lock_trade(
         .values(trade_id=trade_id, account=account, version=0)
         .on_conflict_do_nothing(index_elements=[TradeRow.trade_id])
     )
-    row = (
+    row = await locked_trade(uow, trade_id)
+    if row is None:
+        raise domain.ComplianceError(f"trade {trade_id} vanished")
+    return row, await trade_state(uow, row)
+
+
+async def locked_trade(uow: UnitOfWork, trade_id: str) -> TradeRow | None:
+    return (
         await uow.session.execute(
             sa.select(TradeRow)
             .where(TradeRow.trade_id == trade_id)
             .with_for_update()
             .execution_options(populate_existing=True)
         )
-    ).scalar_one()
+    ).scalar_one_or_none()
+
+
+async def trade_state(uow: UnitOfWork, row: TradeRow) -> domain.TradeState:
     open_hold = await uow.session.scalar(
-        sa.select(HoldRow.version).where(HoldRow.trade_id == trade_id, HoldRow.state == "open")
+        sa.select(HoldRow.version).where(HoldRow.trade_id == row.trade_id, HoldRow.state == "open")
     )
-    state = domain.TradeState(
+    return domain.TradeState(
         version=row.version, cancelled=row.cancelled_at is not None, open_hold=open_hold
     )
-    return row, state
 
 
-async def _close_hold(
-    uow: UnitOfWork, trade_id: str, closed: domain.HoldClosed | None, now: datetime
+async def close_hold(
+    uow: UnitOfWork,
+    trade_id: str,
+    closed: domain.HoldClosed | None,
+    now: datetime,
+    *,
+    state: str = "closed",
 ) -> None:
+    """End the hold of a version (`closed`: superseded or cancelled; `released` or
+    `rejected` by four eyes); a proposal still pending on it is void."""
     if closed is None:
         return
     await uow.session.execute(
@@ -212,6 +496,68 @@ async def _close_hold(
             HoldRow.version == closed.version,
             HoldRow.state == "open",
         )
-        .values(state="closed", closed_at=now, close_reason=closed.reason)
+        .values(state=state, closed_at=now, close_reason=closed.reason)
         .execution_options(synchronize_session=False)
     )
+    await uow.session.execute(
+        sa.update(ProposalRow)
+        .where(ProposalRow.trade_id == trade_id, ProposalRow.state == "pending")
+        .values(state="void", decided_at=now, decided_reason=closed.reason)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def record_alert_action(
+    uow: UnitOfWork,
+    alert: AlertRow,
+    *,
+    action: str,
+    to_state: str,
+    actor: str,
+    reason: str,
+    now: datetime,
+    assignee: str | None = None,
+    cause: Envelope | None = None,
+) -> None:
+    """Move an alert to `to_state`, keep the step in its history and publish it."""
+    from_state = alert.state
+    alert.state = to_state
+    alert.updated_at = now
+    if assignee is not None:
+        alert.assignee = assignee
+    if to_state == "closed":
+        alert.closed_reason = reason
+    event = new_event(
+        type=contract.ALERT_UPDATED,
+        source=SOURCE,
+        subject=alert.trade_id,
+        correlation_id=alert.trade_id,
+        cause=cause,
+        actor=actor,
+        data=contract.AlertUpdated(
+            alert_id=alert.alert_id,
+            trade_id=alert.trade_id,
+            account=alert.account,
+            action=action,
+            from_state=from_state,
+            state=to_state,
+            by=actor,
+            reason=reason,
+            assignee=assignee,
+        ).model_dump(mode="json"),
+        time=now,
+    )
+    uow.session.add(
+        AlertActionRow(
+            action_id=str(event.id),
+            alert_id=alert.alert_id,
+            action=action,
+            from_state=from_state,
+            to_state=to_state,
+            actor=actor,
+            reason=reason,
+            assignee=assignee,
+            at=now,
+        )
+    )
+    uow.outbox.put(event, topic=COMPLIANCE_EVENTS, key=alert.account)

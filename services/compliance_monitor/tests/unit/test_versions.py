@@ -16,16 +16,27 @@ from compliance_monitor.domain import (
     ComplianceError,
     Decision,
     HoldClosed,
-    Outcome,
     TradeState,
     alert_id,
     on_cancel,
     on_version,
     why_ignored,
 )
+from compliance_monitor.domain_rules import Outcome
 
-PASS = [Outcome("notional-limit", True, "within"), Outcome("restricted-list", True, "no")]
-BREACH = [Outcome("notional-limit", False, "exceeds"), Outcome("restricted-list", True, "no")]
+PASS = [
+    Outcome("notional-limit", 1, True, False, "high", "within"),
+    Outcome("restricted-list", 1, True, False, "critical", "no"),
+]
+BREACH = [
+    Outcome("notional-limit", 1, False, True, "high", "exceeds"),
+    Outcome("restricted-list", 1, True, False, "critical", "no"),
+]
+# A breach of a rule that only alerts: decided, alerted, not held.
+ALERT_ONLY = [
+    Outcome("large-trade", 1, False, False, "medium", "exceeds"),
+    Outcome("restricted-list", 1, True, False, "critical", "no"),
+]
 
 CAPTURED_CLEARED = TradeState(version=1)
 CAPTURED_HELD = TradeState(version=1, open_hold=1)
@@ -49,6 +60,15 @@ def test_a_cleared_version_opens_no_hold() -> None:
     assert change.decision.breaches == ()
     assert change.hold_opened is None
     assert change.state == CAPTURED_CLEARED
+
+
+def test_a_breach_of_a_rule_that_only_alerts_raises_an_alert_and_holds_nothing() -> None:
+    change = on_version(TradeState(), 1, ALERT_ONLY)
+
+    assert change.decision is not None and not change.decision.held
+    assert change.decision.breaches == (ALERT_ONLY[0],)
+    assert change.decision.blocking_rules == []
+    assert change.hold_opened is None
 
 
 def test_an_amendment_that_breaches_a_rule_holds_the_new_version() -> None:
