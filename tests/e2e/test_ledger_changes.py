@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bo_common.contracts import gateway as contract
 from bo_common.envelope import Envelope, new_event
-from bo_common.topics import TRADE_EVENTS
+from bo_common.topics import COMPLIANCE_EVENTS, TRADE_EVENTS
 from bo_tools.stack import Stack
 from tests.conftest import a_trade, auth, scalar
 
@@ -375,3 +375,53 @@ async def test_the_journal_refuses_to_change_a_reversal(
                     "r": reversal["reverses"],
                 },
             )
+
+
+async def test_a_rejection_by_compliance_voids_the_pending_entry_once(
+    stack: Stack,
+    keys: dict[str, str],
+    databases: dict[str, AsyncEngine],
+    producer: AIOKafkaProducer,
+    ledger: httpx.AsyncClient,
+) -> None:
+    """compliance.trade_rejected (two officers rejected a held trade) cancels the trade
+    downstream: the ledger voids its pending entry as for a cancellation, once."""
+    trade = await capture(stack, keys, **HELD)
+    trade_id = trade["trade_id"]
+    [pending] = await wait_journal(ledger, trade_id, ["pending"])
+    rejection = new_event(
+        type="compliance.trade_rejected",
+        source="compliance_monitor",
+        subject=trade_id,
+        correlation_id=trade_id,
+        actor="test:ledger-changes",
+        data={
+            "trade_id": trade_id,
+            "account": trade["account"],
+            "version": 1,
+            "reason": "rejected by two officers",
+        },
+    )
+
+    for _ in range(2):  # delivered twice: voided once
+        await producer.send_and_wait(
+            COMPLIANCE_EVENTS, rejection.to_bytes(), key=trade["account"].encode()
+        )
+    await wait_applied(databases, rejection)
+
+    journal = await wait_journal(ledger, trade_id, ["pending", "reversal"])
+    assert journal[0] == pending
+    assert_reverses(journal[1], pending)
+    assert journal[1]["event_id"] == str(rejection.id)
+    assert journal[1]["event_type"] == "compliance.trade_rejected"
+    assert await net_in_database(databases, trade_id) == {}
+    assert [p["kind"] for p in await posted_events(databases, trade_id)] == [
+        "pending",
+        "reversal",
+    ]
+    # A later amendment books nothing for the rejected trade.
+    late_amendment = amended(trade, 2, **AMENDED)
+    await publish(producer, late_amendment)
+    await wait_applied(databases, late_amendment)
+    assert await net_in_database(databases, trade_id) == {}
+    await assert_trial_balance(ledger)

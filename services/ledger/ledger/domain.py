@@ -1,11 +1,13 @@
 """Journal entries for trades: balanced per unit (a currency or an ISIN), never edited.
 
-A trade is booked twice: a pending entry on trade date (what is owed each way) and, when
-the depository settles it, a settled entry that moves each pending amount to its settled
-account. A change before settlement is booked as new entries, never as an edit: an
-amendment reverses the pending entry of the version it supersedes and books a pending entry
-for the new version; a cancellation reverses the pending entry and books nothing else. A
-trade the ledger has seen settle keeps its books (settlement refuses such changes).
+Postings are two-phase. A trade is booked pending on trade date (what is owed each way);
+when the depository settles it, a settled entry posts the actual movement and releases the
+pending amounts (each pending line is reversed on its pending account and booked on the
+settled one); a partial settlement does that for the part settled and leaves the rest
+pending. A pending entry that will never settle is voided by a reversal: a cancellation,
+a rejection by compliance, or an amendment, which also books the new terms pending. Nothing
+is ever edited. A trade the ledger has seen settle in full keeps its books (settlement
+refuses such changes).
 
 No I/O: ids and time are arguments, and what the journal holds for a trade is given as a
 `Book`.
@@ -17,10 +19,13 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-Kind = Literal["pending", "settled", "reversal"]
+from bo_common.contracts.csd import settlement_amount
+
+Kind = Literal["pending", "settled", "partially_settled", "reversal"]
 
 
 class LedgerError(Exception):
@@ -85,6 +90,28 @@ def net_by_account(*entries: Entry) -> dict[tuple[str, str], Decimal]:
         for line in entry.lines:
             totals[(line.ledger_account, line.unit)] += line.debit - line.credit
     return {key: total for key, total in totals.items() if total != 0}
+
+
+def trade_cash(gross_amount: Decimal, currency: str, settlement_type: str) -> Decimal:
+    """The cash a trade moves: none free of payment; against payment, price x quantity
+    rounded half-even to the currency's ISO 4217 minor units, exactly as settlement rounds
+    the amount it instructs, so that the pending entry and what settles agree to the cent
+    and no sub-unit remainder is left pending."""
+    if settlement_type != "DVP":
+        return Decimal(0)
+    return settlement_amount(gross_amount, currency)
+
+
+def effective_time(change: str, *, event_time: datetime, trade_time: datetime | None) -> datetime:
+    """When an entry takes effect (what `as_of` balances are computed on): a capture on
+    the trade's time (its trade date), anything else when the event that caused it
+    happened (an amendment, cancellation or rejection when it was made; a settlement when
+    the depository's confirmation was processed). An event that reaches the ledger late is
+    posted with its earlier effective time: as-of balances for an instant after that time,
+    asked after the posting, include it."""
+    if change == "capture" and trade_time is not None:
+        return trade_time
+    return event_time
 
 
 @dataclass(frozen=True)
@@ -177,14 +204,25 @@ class Book:
     live_pending: Entry | None = None
     settled: bool = False
     cancelled: bool = False
+    # Partial settlements booked so far (each moved a part from pending to settled).
+    partials: tuple[Entry, ...] = ()
+    # A version whose pending entry was refused by an account limit (an open exception).
+    refused_version: int | None = None
 
     def __post_init__(self) -> None:
         if self.live_pending is not None and self.live_pending.kind != "pending":
             raise LedgerError("the live entry of a trade is a pending entry")
 
     @classmethod
-    def of(cls, entries: Iterable[Entry], *, cancelled: bool = False) -> Book:
-        """The book of one trade from its journal entries and whether it is cancelled."""
+    def of(
+        cls,
+        entries: Iterable[Entry],
+        *,
+        cancelled: bool = False,
+        refused_version: int | None = None,
+    ) -> Book:
+        """The book of one trade from its journal entries, whether it is cancelled and
+        which version an account limit refused."""
         entries = tuple(entries)
         reversed_ids = {e.reverses for e in entries if e.reverses is not None}
         pending = [e for e in entries if e.kind == "pending"]
@@ -196,6 +234,8 @@ class Book:
             live_pending=live[0] if live else None,
             settled=any(e.kind == "settled" for e in entries),
             cancelled=cancelled,
+            partials=tuple(e for e in entries if e.kind == "partially_settled"),
+            refused_version=refused_version,
         )
 
 
@@ -271,24 +311,102 @@ def book_settlement(book: Book, terms: TradeTerms, *, settled_entry_id: str) -> 
 
     The depository settles what was instructed. When the ledger booked a change that
     settlement then refused (it came after the instruction), the live pending entry is of
-    other terms than the settled ones, or there is none (a cancellation): it is reversed
-    and the settled terms are booked pending again, so that the settled entry clears them
-    and no pending balance is left behind.
+    other terms than the settled ones, or there is none (a cancellation, or a posting an
+    account limit refused): it is reversed and the settled terms are booked pending again,
+    so that the settled entry clears them and no pending balance is left behind.
+
+    After partial settlements, the settlement in full releases what is still pending of the
+    live entry (whatever quantity the last confirmation states: the books hold what was
+    settled so far). Without a live entry the event's terms are taken as the last part.
     """
     if book.settled:
         return Decision(skipped="the trade's settlement is booked already")
     version = book.booked_version or 1
-    as_settled = pending_entry(terms, entry_id="-")
     live = book.live_pending
+    if book.partials:
+        if live is None:
+            return Decision(
+                entries=(settled_entry(terms, entry_id=settled_entry_id, version=version),)
+            )
+        remaining = pending_remainder(live, book.partials)
+        if not remaining:
+            return Decision(skipped="nothing is left pending: the partial settlements cover it")
+        return Decision(
+            entries=(
+                Entry(
+                    settled_entry_id,
+                    terms.trade_id,
+                    terms.account,
+                    "settled",
+                    release_lines(remaining),
+                    version,
+                ),
+            )
+        )
+    as_settled = pending_entry(terms, entry_id="-")
     entries: list[Entry] = []
-    if book.booked_version is not None and (
+    if (book.booked_version is not None or book.refused_version is not None) and (
         live is None or net_by_account(live) != net_by_account(as_settled)
     ):
         if live is not None:
             entries.append(reverse(live, entry_id=reversal_entry_id(live.entry_id)))
-        version += 1
+        version = max(version, book.refused_version or 0) + 1
         entries.append(
             pending_entry(terms, entry_id=rebooked_entry_id(terms.trade_id), version=version)
         )
     entries.append(settled_entry(terms, entry_id=settled_entry_id, version=version))
     return Decision(entries=tuple(entries))
+
+
+def pending_remainder(live: Entry, partials: Iterable[Entry]) -> dict[tuple[str, str], Decimal]:
+    """What is still on the pending accounts of the live entry after the partial
+    settlements (per pending account and unit, zero amounts left out)."""
+    remaining = dict(net_by_account(live))
+    for partial in partials:
+        for (account, unit), amount in net_by_account(partial).items():
+            if account.endswith("_pending"):
+                remaining[(account, unit)] = remaining.get((account, unit), Decimal(0)) + amount
+    return {key: amount for key, amount in remaining.items() if amount != 0}
+
+
+def release_lines(pending: dict[tuple[str, str], Decimal]) -> tuple[Line, ...]:
+    """Move pending amounts to their settled accounts: each is taken off its pending
+    account and booked on the account of the same name without `_pending`."""
+    lines: list[Line] = []
+    for (account, unit), amount in sorted(pending.items()):
+        settled_account = account.removesuffix("_pending")
+        if amount > 0:
+            lines.append(Line(account, unit, credit=amount))
+            lines.append(Line(settled_account, unit, debit=amount))
+        else:
+            lines.append(Line(account, unit, debit=-amount))
+            lines.append(Line(settled_account, unit, credit=-amount))
+    return tuple(lines)
+
+
+def partial_entry_id(trade_id: str, cause_event_id: str) -> str:
+    """One partial settlement per confirmation event of the trade."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"entry:{trade_id}:partial:{cause_event_id}"))
+
+
+def book_partial_settlement(book: Book, part: TradeTerms, *, entry_id: str) -> Decision:
+    """The part the depository settled moves from pending to settled; the rest stays
+    pending. Like a settlement, it does not need the capture to have been booked (the
+    two commute)."""
+    if book.settled:
+        return Decision(skipped="the trade has settled in full already")
+    if any(p.entry_id == entry_id for p in book.partials):
+        return Decision(skipped="this partial settlement is booked already")
+    lines = settled_entry(part, entry_id=entry_id).lines
+    return Decision(
+        entries=(
+            Entry(
+                entry_id,
+                part.trade_id,
+                part.account,
+                "partially_settled",
+                lines,
+                book.booked_version or 1,
+            ),
+        )
+    )
