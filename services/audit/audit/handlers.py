@@ -1,60 +1,208 @@
-"""Audit use case: append every event to the hash chain, once."""
+"""Audit use cases: append every consumed event to the log once, append each query of the
+audit API, and sign and publish tree heads."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from audit import domain
-from audit.tables import ChainHeadRow, RecordRow
-from bo_common.auth import ACCESS_HANDLERS
-from bo_common.consumer import Handler
-from bo_common.envelope import Envelope
+from audit import domain, domain_signing
+from audit import domain_merkle as merkle
+from audit.tables import NodeRow, RecordRow, SignedHeadRow, TreeStateRow
+from bo_common.auth import ACCESS_HANDLERS, Principal
+from bo_common.consumer import Handler, current_record
+from bo_common.contracts.audit import (
+    RECORDS_QUERIED,
+    TREE_HEAD_SIGNED,
+    RecordsQueried,
+    TreeHeadSigned,
+)
+from bo_common.envelope import Envelope, new_event
+from bo_common.topics import AUDIT_EVENTS
 from bo_common.unit_of_work import UnitOfWork
 
-CHAIN = "events"
-_HEAD = "audit.chain_head"
+TREE = "events"
+_STATE = "audit.tree_state"
 
 
-async def append_event(event: Envelope, uow: UnitOfWork) -> None:
-    # The head row lock serialises appends across replicas; it is held to the end of the
-    # consumed batch's transaction, so a batch appends contiguously.
-    # Locked once per transaction (one consumed batch); later events of the batch reuse the
-    # row. A savepoint rolled back releases the lock and expires the row (it was changed in
-    # it): then it is locked and read again.
-    head = uow.session.info.get(_HEAD)
-    if head is None or sa.inspect(head).expired_attributes:
-        head = (
-            await uow.session.execute(
-                sa.select(ChainHeadRow).where(ChainHeadRow.chain == CHAIN).with_for_update()
+async def _locked_state(session: AsyncSession) -> TreeStateRow:
+    # The head row's lock serialises appends across replicas and with the API's query
+    # records, and is held to the end of the transaction: seqs become visible in order, so
+    # a reader paging by seq never skips one that commits later. Locked once per
+    # transaction (one consumed batch); a savepoint rolled back releases the lock and
+    # expires the row (it was changed in it): then it is locked and read again.
+    state: TreeStateRow | None = session.info.get(_STATE)
+    if state is None or sa.inspect(state).expired_attributes:
+        state = (
+            await session.execute(
+                sa.select(TreeStateRow).where(TreeStateRow.tree == TREE).with_for_update()
             )
         ).scalar_one()
-        uow.session.info[_HEAD] = head
-    payload = event.to_bytes()
-    seq = head.last_seq + 1
-    digest = domain.payload_hash(payload)
-    chained = domain.record_hash(seq, digest, head.last_hash)
-    uow.session.add(
+        session.info[_STATE] = state
+    return state
+
+
+def frontier_of(state: TreeStateRow) -> merkle.Frontier:
+    raw = state.frontier
+    size = merkle.HASH_SIZE
+    return merkle.Frontier(state.size, tuple(raw[i : i + size] for i in range(0, len(raw), size)))
+
+
+async def _append(
+    session: AsyncSession,
+    event: Envelope,
+    *,
+    topic: str | None,
+    partition: int | None,
+    offset: int | None,
+    raw: bytes | None = None,
+) -> int:
+    state = await _locked_state(session)
+    seq = state.size + 1
+    received_at = datetime.now(UTC)
+    body: dict[str, Any] = event.model_dump(mode="json") if raw is None else json.loads(raw)
+    leaf = domain.record_document(
+        seq=seq,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        received_at=received_at,
+        event=body,
+    )
+    appended = merkle.append(frontier_of(state), [merkle.leaf_hash(leaf)])
+    session.add(
         RecordRow(
             seq=seq,
             event_id=event.id,
-            topic=f"{event.type.split('.')[0]}.events",
+            topic=topic,
+            partition=partition,
+            offset=offset,
             event_type=event.type,
             source=event.source,
             subject=event.subject,
             correlation_id=event.correlation_id,
+            causation_id=event.causation_id,
+            account=domain.account_of(body),
             actor=event.actor,
             occurred_at=event.time,
-            recorded_at=datetime.now(UTC),
-            payload=payload,
-            payload_hash=digest,
-            previous_hash=head.last_hash,
-            record_hash=chained,
+            recorded_at=received_at,
+            payload=leaf,
+            payload_hash=hashlib.sha256(domain.canonical_json(body)).hexdigest(),
         )
     )
-    head.last_seq = seq
-    head.last_hash = chained
+    session.add_all(NodeRow(level=lv, index=ix, hash=h) for lv, ix, h in appended.nodes)
+    state.size = appended.frontier.size
+    state.frontier = b"".join(appended.frontier.hashes)
+    return seq
+
+
+async def append_event(event: Envelope, uow: UnitOfWork) -> None:
+    """Every event of every *.events topic, verbatim, with where and when it was read.
+    Once: the consume loop's inbox skips a redelivered event id (and event_id is unique)."""
+    record = current_record.get()
+    await _append(
+        uow.session,
+        event,
+        topic=record.topic if record is not None else f"{event.type.split('.')[0]}.events",
+        partition=record.partition if record is not None else None,
+        offset=record.offset if record is not None else None,
+        # Verbatim: the JSON as it was published, not as we would write it.
+        raw=record.value if record is not None else None,
+    )
+
+
+async def record_query(
+    session: AsyncSession,
+    principal: Principal,
+    *,
+    route: str,
+    filters: dict[str, Any],
+    records_returned: int,
+) -> int:
+    """Who looked: appended in the query's own transaction, so no answer is given without
+    its record. The caller commits."""
+    event = new_event(
+        type=RECORDS_QUERIED,
+        source="audit",
+        subject=route,
+        actor=principal.actor,
+        correlation_id=f"query:{uuid.uuid4()}",
+        data=RecordsQueried(
+            route=route,
+            filters={k: v for k, v in filters.items() if v is not None},
+            records_returned=records_returned,
+            key_id=str(principal.key_id),
+            key_name=principal.name,
+            role=str(principal.role),
+        ).model_dump(mode="json"),
+    )
+    return await _append(session, event, topic=None, partition=None, offset=None)
+
+
+async def sign_tree_head(
+    session: AsyncSession, key: Ed25519PrivateKey, *, now: datetime
+) -> domain_signing.SignedTreeHead:
+    """The current tree head, signed (not stored)."""
+    state = (
+        await session.execute(sa.select(TreeStateRow).where(TreeStateRow.tree == TREE))
+    ).scalar_one()
+    head = domain_signing.TreeHead(state.size, frontier_of(state).root(), now)
+    return domain_signing.sign(head, key)
+
+
+async def publish_tree_head(
+    uow: UnitOfWork, key: Ed25519PrivateKey, *, now: datetime
+) -> int | None:
+    """Sign, store and publish (outbox, audit.events) a head of the current tree if records
+    other than published heads were appended since the last one; the size, or None.
+
+    Audit reads audit.events too and appends each published head as a record: counting
+    those as news would publish a head for every head, forever."""
+    session = uow.session
+    last = await session.scalar(sa.select(sa.func.max(SignedHeadRow.tree_size)))
+    signed = await sign_tree_head(session, key, now=now)
+    size = signed.head.tree_size
+    if size == 0 or (last is not None and size <= last):
+        return None
+    news = await session.scalar(
+        sa.select(
+            sa.exists().where(
+                RecordRow.seq > (last or 0),
+                RecordRow.seq <= size,
+                RecordRow.event_type != TREE_HEAD_SIGNED,
+            )
+        )
+    )
+    if not news:
+        return None
+    session.add(
+        SignedHeadRow(
+            tree_size=size,
+            root_hash=signed.head.root_hash,
+            signed_at=signed.head.timestamp,
+            key_id=signed.key_id,
+            signature=signed.signature,
+        )
+    )
+    body = signed.to_json()
+    event = new_event(
+        type=TREE_HEAD_SIGNED,
+        source="audit",
+        subject=f"{domain_signing.LOG_NAME}:{size}",
+        actor="audit",
+        data=TreeHeadSigned.model_validate(body).model_dump(mode="json"),
+        time=now,
+    )
+    uow.outbox.put(event, topic=AUDIT_EVENTS, key=domain_signing.LOG_NAME)
+    await uow.commit()
+    return size
 
 
 def _and_append(apply: Handler) -> Handler:
