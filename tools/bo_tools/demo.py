@@ -20,6 +20,8 @@ DEMO_DIR = ROOT / "deploy" / "demo"
 DEV_KEYS = {
     "trader": Role.TRADER,
     "compliance": Role.COMPLIANCE,
+    # A second compliance officer: releasing or rejecting a held trade takes two (four eyes).
+    "compliance2": Role.COMPLIANCE,
     "ops": Role.OPS,
     "admin": Role.ADMIN,
 }
@@ -96,6 +98,27 @@ def load_ssis(stack: Stack, ops_key: str) -> int:
     return added
 
 
+def load_compliance_lists(stack: Stack, compliance_key: str) -> None:
+    """The demo restricted and watch lists and counterparty names, through the public API
+    (each change an event in the audit trail); adding what is listed changes nothing."""
+    lists = json.loads((ROOT / "services/compliance_monitor/demo/lists.json").read_text())
+    with httpx.Client(
+        base_url=stack.url("compliance_monitor"),
+        timeout=10,
+        headers={"Authorization": f"Bearer {compliance_key}"},
+    ) as client:
+        for entry in lists["restricted"]:
+            client.put(
+                f"/v1/restricted-list/{entry['isin']}", json={"reason": entry["reason"]}
+            ).raise_for_status()
+        for entry in lists["watch"]:
+            client.post("/v1/watch-list", json=entry).raise_for_status()
+        for party in lists["counterparties"]:
+            client.put(
+                f"/v1/counterparties/{party['lei']}", json={"name": party["name"]}
+            ).raise_for_status()
+
+
 def _gateway():  # type: ignore[no-untyped-def]
     from bo_tools.stack import BY_NAME
 
@@ -108,6 +131,7 @@ def set_up_demo(stack: Stack, keys_file: Path | None) -> dict[str, str]:
     keys = create_dev_keys(stack)
     stack.wait_keys_known(keys)
     added = load_ssis(stack, keys["ops"])
+    load_compliance_lists(stack, keys["compliance"])
     if keys_file is not None:
         write_json(keys_file, keys)
         log(f"development keys written to {keys_file}")
