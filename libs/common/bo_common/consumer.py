@@ -20,10 +20,12 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -36,14 +38,17 @@ from bo_common.logs import bound_contextvars, get_logger
 from bo_common.metrics import (
     BATCH_SECONDS,
     CONSUMER_LAG,
+    EVENT_SECONDS,
     EVENTS_APPLIED,
     EVENTS_DEAD_LETTERED,
     EVENTS_DUPLICATE,
     HANDLER_RETRIES,
     MESSAGES_CONSUMED,
 )
+from bo_common.outbox import INBOX, PlumbingSchema
 from bo_common.settings import KafkaSettings
 from bo_common.topics import dead_letter_topic
+from bo_common.tracing import TRACEPARENT, span_from_headers
 from bo_common.unit_of_work import UnitOfWork
 
 log = get_logger(__name__)
@@ -253,35 +258,63 @@ class ConsumeLoop:
 
     @contextlib.contextmanager
     def _context(self, item: _Work) -> Iterator[None]:
+        """While an event is applied: its record, its ids in every log line, and a span
+        continuing the trace its record's `traceparent` header carries."""
         token = current_record.set(item.record)
         try:
-            with bound_contextvars(
-                event_id=str(item.event_id),
-                correlation_id=item.correlation_id,
-                event_type=item.event_type,
+            with (
+                bound_contextvars(
+                    event_id=str(item.event_id),
+                    correlation_id=item.correlation_id,
+                    event_type=item.event_type,
+                ),
+                span_from_headers(
+                    f"{item.record.topic} process",
+                    item.record.headers or (),
+                    kind=SpanKind.CONSUMER,
+                    # A raw message (a depository answer) may cover many trades: None lets
+                    # each trade's events keep the trade's own trace (bo_common.tracing).
+                    owner=item.correlation_id,
+                    attributes={
+                        "messaging.system": "kafka",
+                        "messaging.destination.name": item.record.topic,
+                        "messaging.consumer.group.name": self._group_id,
+                        "messaging.message.id": str(item.event_id),
+                        "bo.event_type": item.event_type,
+                    },
+                ),
             ):
+                started = time.perf_counter()
                 yield
+                EVENT_SECONDS.labels(self.name, item.record.topic).observe(
+                    time.perf_counter() - started
+                )
         finally:
             current_record.reset(token)
+
+    def _inbox_row(self, item: _Work) -> dict[str, object]:
+        row: dict[str, object] = {
+            "event_id": item.event_id,
+            "event_type": item.event_type,
+            "topic": item.record.topic,
+        }
+        if PlumbingSchema.trace_columns:
+            row["traceparent"] = _traceparent_of(item.record)
+        return row
 
     async def _apply_all(self, work: list[_Work], uow: UnitOfWork) -> None:
         rows: dict[uuid.UUID, dict[str, object]] = {}
         for item in work:
-            rows.setdefault(
-                item.event_id,
-                {
-                    "event_id": item.event_id,
-                    "event_type": item.event_type,
-                    "topic": item.record.topic,
-                },
-            )
+            if item.event_id not in rows:
+                rows[item.event_id] = self._inbox_row(item)
+        inbox = _inbox_table()
         fresh = set(
             (
                 await uow.session.execute(
-                    insert(InboxRow)
+                    insert(inbox)
                     .values(list(rows.values()))
                     .on_conflict_do_nothing(index_elements=["event_id"])
-                    .returning(InboxRow.event_id)
+                    .returning(inbox.c.event_id)
                 )
             ).scalars()
         )
@@ -292,7 +325,7 @@ class ConsumeLoop:
             fresh.discard(item.event_id)  # the same event twice in one batch is applied once
             with self._context(item):
                 await item.apply(uow)
-            EVENTS_APPLIED.labels(self.name, item.event_type).inc()
+            EVENTS_APPLIED.labels(self.name, item.event_type, item.record.topic).inc()
         await uow.flush()
 
     async def _apply_one(self, item: _Work, uow: UnitOfWork) -> None:
@@ -309,7 +342,7 @@ class ConsumeLoop:
                             return
                         await item.apply(uow)
                         await uow.flush()
-                    EVENTS_APPLIED.labels(self.name, item.event_type).inc()
+                    EVENTS_APPLIED.labels(self.name, item.event_type, item.record.topic).inc()
                     return
                 except PoisonMessage as error:
                     uow.outbox.discard(since=mark)
@@ -328,11 +361,12 @@ class ConsumeLoop:
             await self._dead_letter(item.record, uow, error_text, attempts=attempts)
 
     async def _first_delivery(self, item: _Work, uow: UnitOfWork) -> bool:
+        inbox = _inbox_table()
         inserted = await uow.session.scalar(
-            insert(InboxRow)
-            .values(event_id=item.event_id, event_type=item.event_type, topic=item.record.topic)
+            insert(inbox)
+            .values(self._inbox_row(item))
             .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(InboxRow.event_id)
+            .returning(inbox.c.event_id)
         )
         return inserted is not None
 
@@ -359,6 +393,19 @@ class ConsumeLoop:
                 record, error=error, consumer=self._group_id, attempts=attempts
             ),
         )
+
+
+def _inbox_table() -> sa.TableClause:
+    if PlumbingSchema.trace_columns:
+        return INBOX
+    return cast(sa.Table, InboxRow.__table__)
+
+
+def _traceparent_of(record: ConsumerRecord[bytes, bytes]) -> str | None:
+    for name, value in record.headers or ():
+        if name.lower() == TRACEPARENT:
+            return bytes(value).decode("latin-1")
+    return None
 
 
 def dead_letter_payload(

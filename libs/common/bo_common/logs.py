@@ -1,11 +1,20 @@
-"""JSON logs on stdout, carrying the event id and correlation id of the message at hand."""
+"""JSON logs on stdout, one object a line: service, level, the event id and correlation
+(trade) id of the message at hand, the trace id, and never a secret.
+
+Secrets are kept out in two ways: nothing logs a request's headers, and a last processor
+masks what looks like one anyway (an API key, a password in a database URL, a value under
+a key such as `authorization` or `password`), also inside exception text."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from typing import Any
 
 import structlog
+
+from bo_common.tracing import current_trace_id
 
 bind_contextvars = structlog.contextvars.bind_contextvars
 clear_contextvars = structlog.contextvars.clear_contextvars
@@ -32,6 +41,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             _add_service(service),
+            _add_ids,
+            redact_secrets,
             structlog.processors.JSONRenderer(),
         ],
     )
@@ -52,6 +63,65 @@ def _add_service(service: str) -> structlog.types.Processor:
         return event_dict
 
     return add
+
+
+# Every line has these keys, null where they do not apply, so a log query never needs to
+# guess whether a field exists.
+_ID_FIELDS = ("event_id", "correlation_id", "trace_id")
+
+
+def _add_ids(
+    _logger: object, _method: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    if event_dict.get("trace_id") is None:
+        event_dict["trace_id"] = current_trace_id()
+    for name in _ID_FIELDS:
+        event_dict.setdefault(name, None)
+    return event_dict
+
+
+REDACTED = "[redacted]"
+_SECRET_KEYS = re.compile(
+    r"^(authorization|cookie|set-cookie|password|passwd|secret|token|api_?key|x-api-key"
+    r"|.*_(password|secret|token))$",
+    re.I,
+)
+# An API key (bo_common.auth: "bo_" and 43 URL-safe characters), a bearer token, and the
+# password of a URL's user info.
+_SECRET_TEXT = (
+    (re.compile(r"bo_[A-Za-z0-9_-]{40,}"), "bo_" + REDACTED),
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"), r"\1" + REDACTED),
+    (re.compile(r"(://[^:/@\s]+:)[^@\s]+@"), r"\1" + REDACTED + "@"),
+)
+
+
+def redact_text(text: str) -> str:
+    for pattern, replacement in _SECRET_TEXT:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if isinstance(k, str) and _SECRET_KEYS.search(k) else _redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
+    return value
+
+
+def redact_secrets(
+    _logger: object, _method: str, event_dict: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    """The last step before rendering: mask anything that looks like a secret."""
+    return {
+        key: REDACTED if _SECRET_KEYS.search(key) else _redact(value)
+        for key, value in event_dict.items()
+    }
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

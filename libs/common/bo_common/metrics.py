@@ -6,7 +6,13 @@ MESSAGES_CONSUMED = Counter(
     "bo_messages_consumed_total", "Messages read from Kafka", ["consumer", "topic"]
 )
 EVENTS_APPLIED = Counter(
-    "bo_events_applied_total", "Events applied by a handler", ["consumer", "event_type"]
+    "bo_events_applied_total", "Events applied by a handler", ["consumer", "event_type", "topic"]
+)
+EVENT_SECONDS = Histogram(
+    "bo_event_processing_seconds",
+    "Time to apply one consumed event (its handler, inside the batch's transaction)",
+    ["consumer", "topic"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 EVENTS_DUPLICATE = Counter(
     "bo_events_duplicate_total", "Redelivered events skipped by the inbox", ["consumer"]

@@ -8,17 +8,94 @@ from typing import Any
 
 import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
+from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bo_common.db import OutboxRow
 from bo_common.envelope import Envelope
 from bo_common.logs import get_logger
 from bo_common.metrics import OUTBOX_PENDING, OUTBOX_PUBLISHED
+from bo_common.tracing import ANY_TRADE, current_traceparent, kafka_headers, trace_owner
 
 log = get_logger(__name__)
 
 # Any constant works: it only has to be the same for every replica of one service's relay.
 _RELAY_LOCK_KEY = 0x6F7574626F78  # "outbox"
+
+
+class PlumbingSchema:
+    """Whether this process's database has the trace context columns (revision 0100 of
+    every service); until it does, the outbox and inbox are written as before, so that a
+    process started before its database was migrated keeps working."""
+
+    trace_columns = False
+
+    @classmethod
+    async def detect(cls, engine: AsyncEngine) -> bool:
+        async with engine.connect() as connection:
+            found = await connection.scalar(
+                sa.text(
+                    "SELECT count(*) FROM information_schema.columns WHERE table_schema = "
+                    "current_schema() AND ((table_name = 'outbox' AND column_name IN "
+                    "('traceparent', 'correlation_id')) OR (table_name = 'inbox' AND "
+                    "column_name = 'traceparent'))"
+                )
+            )
+        cls.trace_columns = found == 3
+        return cls.trace_columns
+
+
+# The outbox with the trace context columns, as a lightweight table: the ORM class
+# (bo_common.db.OutboxRow) stays usable against a database without them.
+OUTBOX = sa.table(
+    "outbox",
+    sa.column("seq", sa.BigInteger),
+    sa.column("event_id", UUID(as_uuid=True)),
+    sa.column("event_type", sa.Text),
+    sa.column("topic", sa.Text),
+    sa.column("key", sa.Text),
+    sa.column("payload", sa.LargeBinary),
+    sa.column("sent_at", sa.DateTime(timezone=True)),
+    sa.column("traceparent", sa.Text),
+    sa.column("correlation_id", sa.Text),
+)
+INBOX = sa.table(
+    "inbox",
+    sa.column("event_id", UUID(as_uuid=True)),
+    sa.column("event_type", sa.Text),
+    sa.column("topic", sa.Text),
+    sa.column("traceparent", sa.Text),
+)
+# Set on a row whose trace is to be taken from its trade's earlier outbox rows.
+_LOOK_UP = "_look_up_trace"
+
+
+def add_trace_context_columns() -> None:
+    """Revision 0100 of every service: the trace context an outbox row was caused in (sent
+    as the `traceparent` Kafka header), its correlation id (to find a trade's trace), the
+    context an inbox row was delivered with, and an index of the dead letters."""
+    from alembic import op as alembic_op
+
+    alembic_op.add_column("outbox", sa.Column("traceparent", sa.Text))
+    alembic_op.add_column("outbox", sa.Column("correlation_id", sa.Text))
+    alembic_op.add_column("inbox", sa.Column("traceparent", sa.Text))
+    alembic_op.execute(
+        "CREATE INDEX outbox_correlation ON outbox (correlation_id, seq) "
+        "WHERE correlation_id IS NOT NULL AND traceparent IS NOT NULL"
+    )
+    alembic_op.execute(
+        "CREATE INDEX outbox_dead_letters ON outbox (topic) WHERE event_type = 'dead_letter'"
+    )
+
+
+def drop_trace_context_columns() -> None:
+    from alembic import op as alembic_op
+
+    alembic_op.execute("DROP INDEX outbox_dead_letters")
+    alembic_op.execute("DROP INDEX outbox_correlation")
+    alembic_op.drop_column("inbox", "traceparent")
+    alembic_op.drop_column("outbox", "correlation_id")
+    alembic_op.drop_column("outbox", "traceparent")
 
 
 class Outbox:
@@ -29,29 +106,37 @@ class Outbox:
         self._rows: list[dict[str, Any]] = []
 
     def put(self, event: Envelope, *, topic: str, key: str | None) -> None:
-        self._rows.append(
-            {
-                "event_id": event.id,
-                "event_type": event.type,
-                "topic": topic,
-                "key": key,
-                "payload": event.to_bytes(),
-            }
-        )
+        row: dict[str, Any] = {
+            "event_id": event.id,
+            "event_type": event.type,
+            "topic": topic,
+            "key": key,
+            "payload": event.to_bytes(),
+        }
+        if PlumbingSchema.trace_columns:
+            owner = trace_owner.get()
+            row["traceparent"] = current_traceparent()
+            row["correlation_id"] = event.correlation_id
+            # Caused by something that is not this trade's (a cycle over many trades):
+            # the trade's own trace, if this service has written an event of it before.
+            row[_LOOK_UP] = owner != ANY_TRADE and owner != event.correlation_id
+        self._rows.append(row)
 
     def put_raw(
         self, *, event_id: Any, event_type: str, topic: str, key: str | None, payload: bytes
     ) -> None:
         """For messages that are not envelopes of ours (dead letters, CSD messages)."""
-        self._rows.append(
-            {
-                "event_id": event_id,
-                "event_type": event_type,
-                "topic": topic,
-                "key": key,
-                "payload": payload,
-            }
-        )
+        row: dict[str, Any] = {
+            "event_id": event_id,
+            "event_type": event_type,
+            "topic": topic,
+            "key": key,
+            "payload": payload,
+        }
+        if PlumbingSchema.trace_columns:
+            row.update(traceparent=current_traceparent(), correlation_id=None)
+            row[_LOOK_UP] = False
+        self._rows.append(row)
 
     def mark(self) -> int:
         return len(self._rows)
@@ -64,13 +149,31 @@ class Outbox:
         if not self._rows:
             return
         rows, self._rows = self._rows, []
+        if PlumbingSchema.trace_columns:
+            await self._take_trades_traces(rows)
         # ON CONFLICT: an event id already queued (a retried handler) is queued once.
         statement = (
-            sa.dialects.postgresql.insert(OutboxRow)
+            sa.dialects.postgresql.insert(OUTBOX if PlumbingSchema.trace_columns else OutboxRow)
             .values(rows)
             .on_conflict_do_nothing(index_elements=["event_id"])
         )
         await self._session.execute(statement)
+
+    async def _take_trades_traces(self, rows: list[dict[str, Any]]) -> None:
+        wanted = {row["correlation_id"] for row in rows if row.pop(_LOOK_UP)}
+        if not wanted:
+            return
+        result = await self._session.execute(
+            sa.select(OUTBOX.c.correlation_id, OUTBOX.c.traceparent)
+            .distinct(OUTBOX.c.correlation_id)
+            .where(OUTBOX.c.correlation_id.in_(wanted), OUTBOX.c.traceparent.is_not(None))
+            .order_by(OUTBOX.c.correlation_id, OUTBOX.c.seq)
+        )
+        found: dict[str, str] = {correlation: traceparent for correlation, traceparent in result}
+        for row in rows:
+            traceparent = found.get(row["correlation_id"])
+            if traceparent is not None:
+                row["traceparent"] = traceparent
 
 
 class OutboxRelay:
@@ -129,11 +232,18 @@ class OutboxRelay:
             )
             if not locked:
                 return 0
+            traced = PlumbingSchema.trace_columns
             rows = (
                 await connection.execute(
-                    sa.select(OutboxRow.seq, OutboxRow.topic, OutboxRow.key, OutboxRow.payload)
-                    .where(OutboxRow.sent_at.is_(None))
-                    .order_by(OutboxRow.seq)
+                    sa.select(
+                        OUTBOX.c.seq,
+                        OUTBOX.c.topic,
+                        OUTBOX.c.key,
+                        OUTBOX.c.payload,
+                        OUTBOX.c.traceparent if traced else sa.null().label("traceparent"),
+                    )
+                    .where(OUTBOX.c.sent_at.is_(None))
+                    .order_by(OUTBOX.c.seq)
                     .limit(self._batch_size)
                 )
             ).all()
@@ -143,7 +253,11 @@ class OutboxRelay:
             deliveries = []
             for row in rows:
                 key = row.key.encode("utf-8") if row.key is not None else None
-                deliveries.append(await self._producer.send(row.topic, row.payload, key=key))
+                deliveries.append(
+                    await self._producer.send(
+                        row.topic, row.payload, key=key, headers=kafka_headers(row.traceparent)
+                    )
+                )
             await asyncio.gather(*deliveries)
             await connection.execute(
                 sa.update(OutboxRow)

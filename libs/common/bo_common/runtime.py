@@ -22,6 +22,7 @@ from bo_common.auth import ACCESS_HANDLERS, ClientLimits, KeyStore, Principal, R
 from bo_common.consumer import ConsumeLoop, Handler, RawHandler
 from bo_common.db import make_engine, make_sessionmaker
 from bo_common.edge import EdgeMiddleware, RateLimited, RateLimiter
+from bo_common.http_tracing import TraceContextMiddleware
 from bo_common.kafka import start_producer
 from bo_common.logs import configure_logging, get_logger
 from bo_common.ops import (
@@ -33,10 +34,11 @@ from bo_common.ops import (
     outbox_status,
     service_version,
 )
-from bo_common.outbox import OutboxRelay
+from bo_common.outbox import OutboxRelay, PlumbingSchema
 from bo_common.problems import install_problem_handlers, problem_response
 from bo_common.settings import ServiceSettings
 from bo_common.topics import ACCESS_EVENTS
+from bo_common.tracing import configure_tracing, shutdown_tracing
 from bo_common.unit_of_work import UnitOfWork
 
 log = get_logger(__name__)
@@ -96,6 +98,8 @@ class ServiceRuntime:
         s = self.settings
         self.engine = make_engine(s.database_url, pool_size=s.db_pool_size)
         self.sessions = make_sessionmaker(self.engine)
+        if not await PlumbingSchema.detect(self.engine):
+            log.warning("outbox_without_trace_context", hint="run the migrations (bo migrate)")
         self.keys = KeyStore(self.sessions, limits=self._client_limits)
         self.producer = await start_producer(s.kafka, client_id=s.service_name)
         if s.role == "api":
@@ -141,6 +145,7 @@ class ServiceRuntime:
         with contextlib.suppress(Exception):
             await self.producer.stop()
         await self.engine.dispose()
+        shutdown_tracing()
 
     async def readiness(self) -> dict[str, str]:
         checks: dict[str, str] = {}
@@ -235,6 +240,7 @@ def build_app(
 ) -> FastAPI:
     settings = runtime.settings
     configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings.service_name, settings.traces_exporter)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -260,6 +266,8 @@ def build_app(
     app.add_middleware(
         EdgeMiddleware, service=settings.service_name, max_body_bytes=settings.max_body_bytes
     )
+    # Outermost: the request's span covers the size limit and the metrics too.
+    app.add_middleware(TraceContextMiddleware)
 
     @app.exception_handler(RateLimited)
     async def _rate_limited(request: Request, error: RateLimited) -> JSONResponse:

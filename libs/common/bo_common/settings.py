@@ -62,6 +62,11 @@ class ServiceSettings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     # What `GET /v1/ops/status` reports as the version; images set BO_VERSION, otherwise
     # the installed package's version.
+    # Spans are always recorded (trace ids in logs, outbox rows and Kafka headers); exporting
+    # them is off unless "otlp" (to OTEL_EXPORTER_OTLP_ENDPOINT) or "console".
+    traces_exporter: Literal["none", "otlp", "console"] = Field(
+        default="none", validation_alias=AliasChoices("OTEL_TRACES_EXPORTER", "traces_exporter")
+    )
     version: str | None = Field(
         default=None, validation_alias=AliasChoices("BO_VERSION", "version")
     )

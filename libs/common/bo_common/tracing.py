@@ -1,0 +1,124 @@
+"""W3C trace context (OpenTelemetry) across HTTP and Kafka, so that one trade is one trace.
+
+An HTTP request continues the caller's `traceparent` (or starts a trace); a consumed event
+continues the `traceparent` of its Kafka record. Each event a service writes to its outbox
+keeps the trace context it was caused in (`outbox.traceparent`), and the relay sends it as a
+Kafka header, so the context survives a crash between the two. Work that is not caused by
+one request or one event of the trade (a netting cycle, a depository answer covering many
+trades) takes the trace of the trade from the service's own outbox (`outbox.correlation_id`,
+see bo_common.outbox), so the trade's later events stay in its trace.
+
+Spans are recorded by the OpenTelemetry SDK; exporting them is off unless
+OTEL_TRACES_EXPORTER=otlp (then the exporter reads the standard OTEL_EXPORTER_OTLP_*
+variables) or console.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar
+from typing import Literal
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+TRACEPARENT = "traceparent"
+# Whose trace the current context is: the correlation (trade) id of the event being applied;
+# ANY_TRADE inside an HTTP request (its trades belong to the caller's trace); None where the
+# work covers many trades (a raw depository message), so each trade keeps its own trace.
+ANY_TRADE = "*"
+trace_owner: ContextVar[str | None] = ContextVar("trace_owner", default=None)
+
+_propagator = TraceContextTextMapPropagator()
+_tracer = trace.get_tracer("bo_common")
+_configured = False
+
+Exporter = Literal["none", "otlp", "console"]
+
+
+def configure_tracing(service: str, exporter: Exporter = "none") -> None:
+    """Install the SDK tracer provider once per process (ids are generated for new traces
+    and spans; without it every span would be a no-op carrying only its parent's ids)."""
+    global _configured
+    if _configured:
+        return
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    elif exporter == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _configured = True
+
+
+def shutdown_tracing() -> None:
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()
+
+
+def current_traceparent() -> str | None:
+    """The `traceparent` of the current span, or None outside any trace."""
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier)
+    return carrier.get(TRACEPARENT)
+
+
+def trace_id_of(traceparent: str | None) -> str | None:
+    """The 32 hex digits of a valid `traceparent`'s trace id."""
+    if not traceparent:
+        return None
+    span = trace.get_current_span(_propagator.extract({TRACEPARENT: traceparent}))
+    context = span.get_span_context()
+    return trace.format_trace_id(context.trace_id) if context.is_valid else None
+
+
+def current_trace_id() -> str | None:
+    context = trace.get_current_span().get_span_context()
+    return trace.format_trace_id(context.trace_id) if context.is_valid else None
+
+
+def _from_headers(headers: Iterable[tuple[str, bytes]] | Mapping[str, str]) -> otel_context.Context:
+    if isinstance(headers, Mapping):
+        return _propagator.extract(dict(headers))
+    carrier = {
+        name.lower(): value.decode("latin-1")
+        for name, value in headers
+        if name.lower() == TRACEPARENT
+    }
+    return _propagator.extract(carrier)
+
+
+@contextlib.contextmanager
+def span_from_headers(
+    name: str,
+    headers: Iterable[tuple[str, bytes]] | Mapping[str, str],
+    *,
+    kind: trace.SpanKind,
+    owner: str | None,
+    attributes: Mapping[str, str] | None = None,
+) -> Iterator[trace.Span]:
+    """A span continuing the trace in `headers` (a new trace if they carry none), current for
+    the block; `owner` says whose trace it is (see `trace_owner`)."""
+    parent = _from_headers(headers)
+    token = trace_owner.set(owner)
+    try:
+        with _tracer.start_as_current_span(
+            name, context=parent, kind=kind, attributes=dict(attributes or {})
+        ) as span:
+            yield span
+    finally:
+        trace_owner.reset(token)
+
+
+def kafka_headers(traceparent: str | None) -> list[tuple[str, bytes]] | None:
+    if not traceparent:
+        return None
+    return [(TRACEPARENT, traceparent.encode("ascii"))]

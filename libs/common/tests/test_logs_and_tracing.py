@@ -1,0 +1,88 @@
+"""Log lines mask secrets and carry the ids; trace context survives a trip through headers.
+Pure: no process, no broker."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from opentelemetry.trace import SpanKind
+
+from bo_common.auth import generate_key
+from bo_common.logs import REDACTED, configure_logging, get_logger, redact_text
+from bo_common.tracing import (
+    ANY_TRADE,
+    configure_tracing,
+    current_trace_id,
+    current_traceparent,
+    kafka_headers,
+    span_from_headers,
+    trace_id_of,
+    trace_owner,
+)
+
+configure_tracing("tests")
+
+
+@given(st.text(max_size=40), st.text(max_size=40))
+def test_an_api_key_never_survives_redaction(before: str, after: str) -> None:
+    key = generate_key()
+    assert key not in redact_text(f"{before}{key}{after}")
+
+
+def test_a_bearer_token_and_a_url_password_are_masked() -> None:
+    text = redact_text("Authorization: Bearer abc.def-123456 postgresql://app:s3cr3t@db:5432/x")
+    assert "abc.def-123456" not in text
+    assert "s3cr3t" not in text
+    assert "postgresql://app:" + REDACTED + "@db:5432/x" in text
+
+
+def test_a_log_line_is_one_json_object_with_ids_and_no_key(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("ledger")
+    key = generate_key()
+    trace_id = secrets.token_hex(16)
+    with span_from_headers(
+        "test", {"traceparent": f"00-{trace_id}-{'2' * 16}-01"}, kind=SpanKind.SERVER, owner=None
+    ):
+        get_logger("test").info("request_seen", authorization=f"Bearer {key}", note=key)
+    logging.getLogger().handlers.clear()
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    record = json.loads(line)
+    assert key not in line
+    assert record["service"] == "ledger"
+    assert record["level"] == "info"
+    assert record["trace_id"] == trace_id
+    assert record["event_id"] is None
+    assert record["correlation_id"] is None
+    assert record["authorization"] == REDACTED
+
+
+def test_a_span_continues_the_trace_of_its_kafka_headers() -> None:
+    trace_id = secrets.token_hex(16)
+    headers = kafka_headers(f"00-{trace_id}-{'3' * 16}-01")
+    assert headers is not None
+    with span_from_headers("consume", headers, kind=SpanKind.CONSUMER, owner="T-1"):
+        assert current_trace_id() == trace_id
+        assert trace_owner.get() == "T-1"
+        inner = current_traceparent()
+    assert trace_owner.get() is None
+    assert trace_id_of(inner) == trace_id
+    # The span is a new one in that trace, not the caller's.
+    assert inner is not None and inner.split("-")[2] != "3" * 16
+
+
+def test_without_headers_a_new_trace_starts() -> None:
+    with span_from_headers("request", {}, kind=SpanKind.SERVER, owner=ANY_TRADE):
+        first = current_trace_id()
+    with span_from_headers("request", {}, kind=SpanKind.SERVER, owner=ANY_TRADE):
+        second = current_trace_id()
+    assert first and second and first != second
+    assert current_traceparent() is None
+    assert trace_id_of("not a traceparent") is None
+    assert kafka_headers(None) is None
