@@ -94,7 +94,17 @@ def _is_transient(error: BaseException) -> bool:
     """Errors of the infrastructure, not of the message: retry the batch, never dead-letter."""
     if isinstance(error, InterfaceError | OperationalError | ConnectionError | OSError):
         return True
-    return isinstance(error, DBAPIError) and bool(error.connection_invalidated)
+    if not isinstance(error, DBAPIError):
+        return False
+    # A database that is away or refuses connections (asyncpg errors come as plain
+    # DBAPIError): SQLSTATE class 08 connection, 53 resources, 57 shutdown or restart, and
+    # 55000 "not currently accepting connections". Dead-lettering these lost messages.
+    sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
+    return (
+        bool(error.connection_invalidated)
+        or sqlstate[:2] in ("08", "53", "57")
+        or (sqlstate == "55000" and "accepting connections" in str(error.orig))
+    )
 
 
 class ConsumeLoop:
