@@ -143,8 +143,8 @@ def _cursor(value: str | None) -> int | None:
         raise Problem(
             422,
             "Validation failed",
-            "cursor: not a cursor this API returned",
-            errors=[{"field": "cursor", "reason": "not a cursor this API returned"}],
+            "query.cursor: not a cursor this API returned",
+            errors=[{"field": "query.cursor", "reason": "not a cursor this API returned"}],
         )
     return int(value)
 
@@ -157,7 +157,10 @@ def _range_checked(filters: repository.Filters) -> repository.Filters:
     ):
         reason = "must be after `from`"
         raise Problem(
-            422, "Validation failed", f"to: {reason}", errors=[{"field": "to", "reason": reason}]
+            422,
+            "Validation failed",
+            f"query.to: {reason}",
+            errors=[{"field": "query.to", "reason": reason}],
         )
     return filters
 
@@ -322,7 +325,7 @@ async def proof(
 ) -> ProofOut:
     async with runtime.sessions() as session:
         current = await repository.tree_size(session)
-        size = _size_checked(tree_size, current, field="tree_size")
+        size = _size_checked(tree_size, current, field="query.tree_size")
         if seq > current:
             raise Problem(404, "Not found", f"no record {seq}: the log holds {current}")
         if seq > size:
@@ -330,8 +333,8 @@ async def proof(
             raise Problem(
                 422,
                 "Validation failed",
-                f"tree_size: {reason}",
-                errors=[{"field": "tree_size", "reason": reason}],
+                f"query.tree_size: {reason}",
+                errors=[{"field": "query.tree_size", "reason": reason}],
             )
         row = await session.get(RecordRow, seq)
         if row is None:
@@ -365,14 +368,14 @@ async def consistency(
 ) -> ConsistencyOut:
     async with runtime.sessions() as session:
         current = await repository.tree_size(session)
-        size = _size_checked(second, current, field="second")
+        size = _size_checked(second, current, field="query.second")
         if first > size:
             reason = f"must not exceed second ({size})"
             raise Problem(
                 422,
                 "Validation failed",
-                f"first: {reason}",
-                errors=[{"field": "first", "reason": reason}],
+                f"query.first: {reason}",
+                errors=[{"field": "query.first", "reason": reason}],
             )
         path, first_root, second_root = await repository.consistency_proof(session, first, size)
     return ConsistencyOut(
