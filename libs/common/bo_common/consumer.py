@@ -38,6 +38,8 @@ from bo_common.logs import bound_contextvars, get_logger
 from bo_common.metrics import (
     BATCH_SECONDS,
     CONSUMER_LAG,
+    CONSUMER_STALLED,
+    EVENT_DELIVERY_SECONDS,
     EVENT_SECONDS,
     EVENTS_APPLIED,
     EVENTS_DEAD_LETTERED,
@@ -121,6 +123,7 @@ class ConsumeLoop:
         on_commit: Callable[[], None] | None = None,
         default_handler: Handler | None = None,
         raw_handlers: Mapping[str, RawHandler] | None = None,
+        stall_timeout_s: float = 60.0,
     ) -> None:
         self._default_handler = default_handler
         # topic -> handler of its raw values: these topics' messages are not read as
@@ -137,6 +140,16 @@ class ConsumeLoop:
         self._stopping = False
         self._consumer: AIOKafkaConsumer | None = None
         self.ready = asyncio.Event()
+        self._stall_timeout_s = stall_timeout_s
+        # When the loop last committed a batch or found nothing to read.
+        self._progress_at = time.monotonic()
+
+    def stalled_for(self) -> float | None:
+        """Seconds without progress, once over the bound; None while the loop keeps up."""
+        quiet = time.monotonic() - self._progress_at
+        stalled = quiet > self._stall_timeout_s
+        CONSUMER_STALLED.labels(self.name).set(1 if stalled else 0)
+        return quiet if stalled else None
 
     async def stop(self) -> None:
         """Stop fetching; the batch under way is applied and committed before run() returns."""
@@ -162,12 +175,14 @@ class ConsumeLoop:
             return consumer
 
         self._consumer = consumer = await start_with_retry(start, what=f"consumer {self.name}")
+        self._progress_at = time.monotonic()
         self.ready.set()
         failures = 0
         try:
             while not self._stopping:
                 batches = await consumer.getmany(timeout_ms=200)
                 if not batches:
+                    self._progress_at = time.monotonic()
                     continue
                 started = time.perf_counter()
                 try:
@@ -191,6 +206,7 @@ class ConsumeLoop:
                     # A rebalance took the partitions: the next owner redelivers what we
                     # applied, and the inbox skips it.
                     log.warning("consumer_commit_failed", error=repr(error))
+                self._progress_at = time.monotonic()
                 if self._on_commit is not None:
                     self._on_commit()
                 BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
@@ -299,6 +315,10 @@ class ConsumeLoop:
                 EVENT_SECONDS.labels(self.name, item.record.topic).observe(
                     time.perf_counter() - started
                 )
+                if item.record.timestamp and item.record.timestamp > 0:
+                    EVENT_DELIVERY_SECONDS.labels(self.name, item.record.topic).observe(
+                        max(time.time() - item.record.timestamp / 1000, 0.0)
+                    )
         finally:
             current_record.reset(token)
 

@@ -225,6 +225,14 @@ class OutboxRelay:
         self._stopping = True
         self._wake.set()
 
+    async def drain(self) -> int:
+        """Publish until nothing is left unsent (or another replica holds the relay lock);
+        at shutdown, after the consume loop has committed its last batch."""
+        total = 0
+        while (published := await self.publish_once()) > 0:
+            total += published
+        return total
+
     async def publish_once(self) -> int:
         async with self._engine.begin() as connection:
             locked = await connection.scalar(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +26,13 @@ from bo_common.edge import EdgeMiddleware, RateLimited, RateLimiter
 from bo_common.http_tracing import TraceContextMiddleware
 from bo_common.kafka import start_producer
 from bo_common.logs import configure_logging, get_logger
+from bo_common.metrics import (
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    OUTBOX_OLDEST_AGE,
+    OUTBOX_PENDING,
+    watch_pool,
+)
 from bo_common.ops import (
     OPS_STATUS_EXAMPLE,
     LagProbe,
@@ -77,6 +85,9 @@ class ServiceRuntime:
         self.subscription = subscription
         self._background = background
         self._tasks: list[asyncio.Task[None]] = []
+        self._jobs: list[asyncio.Task[None]] = []
+        # Set when the process is asked to stop: background jobs may wait on it.
+        self.stopping = asyncio.Event()
         self.loop: ConsumeLoop | None = None
         self.relay: OutboxRelay | None = None
         self.state: dict[str, Any] = {}
@@ -97,6 +108,7 @@ class ServiceRuntime:
     async def start(self) -> None:
         s = self.settings
         self.engine = make_engine(s.database_url, pool_size=s.db_pool_size)
+        watch_pool(s.service_name, lambda: self.engine.pool)
         self.sessions = make_sessionmaker(self.engine)
         if not await PlumbingSchema.detect(self.engine):
             log.warning("outbox_without_trace_context", hint="run the migrations (bo migrate)")
@@ -125,22 +137,85 @@ class ServiceRuntime:
             default_handler=self.subscription.default_handler,
             raw_handlers=self.subscription.raw_handlers,
             on_commit=self.relay.wake,
+            stall_timeout_s=s.consumer_stall_timeout_s,
         )
         self._tasks.append(asyncio.create_task(self.loop.run(), name="consume-loop"))
         for job in self._background:
-            self._tasks.append(asyncio.create_task(job(self)))
+            self._jobs.append(asyncio.create_task(job(self)))
+        self._tasks.extend(self._jobs)
+        self._tasks.append(asyncio.create_task(self._sample(), name="ops-sampler"))
         for task in self._tasks:
             task.add_done_callback(_log_task_end)
 
+    async def _sample(self) -> None:
+        """Keeps the gauges that need a query (lag from the broker, outbox backlog and age,
+        dead letters) fresh between scrapes, every `ops_sample_interval_s`."""
+        interval = self.settings.ops_sample_interval_s
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=interval)
+                return
+            try:
+                await self.sample_gauges()
+            except Exception as error:  # the database or broker is away: next time
+                log.warning("ops_sample_failed", error=repr(error))
+
+    async def sample_gauges(self) -> None:
+        s = self.settings
+        outbox, letters, lag = await asyncio.gather(
+            outbox_status(self.engine),
+            dead_letters(self.engine),
+            self.lag_probe.lag(s.group_id, self.consumed_topics),
+        )
+        if self.loop is not None:
+            self.loop.stalled_for()  # sets bo_consumer_stalled
+        OUTBOX_PENDING.labels(s.service_name).set(outbox.unsent)
+        OUTBOX_OLDEST_AGE.labels(s.service_name).set(outbox.oldest_unsent_age_seconds or 0)
+        for count in letters.by_topic:
+            DEAD_LETTERS.labels(s.service_name, count.topic).set(count.count)
+        for partition in lag.partitions:
+            CONSUMER_LAG.labels(s.service_name, partition.topic, str(partition.partition)).set(
+                partition.lag
+            )
+
     async def stop(self) -> None:
-        """SIGTERM: stop fetching, finish and commit the batch under way, then close."""
+        """SIGTERM, within `shutdown_timeout_s`: stop fetching, finish and commit the batch
+        under way (offsets too), then publish what the outbox still holds, then close."""
+        started = time.monotonic()
+
+        def remaining() -> float:
+            return max(self.settings.shutdown_timeout_s - (time.monotonic() - started), 0.1)
+
+        self.stopping.set()
         if self.loop is not None:
             await self.loop.stop()
+        loop_tasks = [t for t in self._tasks if t.get_name() == "consume-loop"]
+        if loop_tasks:
+            await asyncio.wait(loop_tasks, timeout=remaining())
+            log.info("consumer_drained", seconds=round(time.monotonic() - started, 3))
+        # Periodic jobs get a moment to end at their own pace (they see `stopping`); one
+        # still inside a transaction is cancelled and rolled back, and runs again at start.
+        if self._jobs:
+            _done, late = await asyncio.wait(self._jobs, timeout=min(remaining(), 2.0))
+            for task in late:
+                task.cancel()
         if self.relay is not None:
             await self.relay.stop()
-        _done, pending = await asyncio.wait(self._tasks, timeout=15) if self._tasks else ((), ())
+            relay_tasks = [t for t in self._tasks if t.get_name() == "outbox-relay"]
+            if relay_tasks:
+                await asyncio.wait(relay_tasks, timeout=remaining())
+            # The last batch's events (and any backlog) go out now rather than at next start.
+            try:
+                flushed = await asyncio.wait_for(self.relay.drain(), timeout=remaining())
+                log.info("outbox_flushed", published=flushed)
+            except Exception as error:  # broker away or out of time: they wait for next start
+                log.warning("outbox_not_flushed", error=repr(error))
+        pending = [t for t in self._tasks if not t.done()]
         for task in pending:
             task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
+        log.info("runtime_stopped", seconds=round(time.monotonic() - started, 3))
         await self.lag_probe.close()
         with contextlib.suppress(Exception):
             await self.producer.stop()
@@ -163,8 +238,12 @@ class ServiceRuntime:
         if self.settings.role != "api":
             loop_ready = self.loop is not None and self.loop.connected
             checks["consumer"] = "ok" if loop_ready else "starting"
+            if self.loop is not None and loop_ready:
+                stalled_s = self.loop.stalled_for()
+                if stalled_s is not None:
+                    checks["consumer"] = f"stalled: no progress for {stalled_s:.0f} s"
         for task in self._tasks:
-            if task.done():
+            if task.done() and task.get_name() != "ops-sampler":
                 checks[task.get_name()] = "stopped"
         return checks
 
