@@ -348,6 +348,22 @@ class Stack:
             os.killpg(process.pid, sig)
         process.wait(timeout=30)
 
+    def restart_broker(self) -> None:
+        """Lose the development broker and start a fresh one on the same port: every topic,
+        record and committed offset is gone (Tansu keeps nothing). The topics are created
+        again; the services must be restarted (docs/operations.md, broker lost)."""
+        if self._broker is None:
+            raise RuntimeError("the broker was not started by this stack")
+        self._broker.kill()
+        self._broker.wait(timeout=10)
+        self._broker = None
+        self.config.broker_port = int(self.bootstrap.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 10
+        while port_open("127.0.0.1", self.config.broker_port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.ensure_broker()
+        self.create_topics()
+
     def stop_all(self) -> None:
         for process in self.processes.values():
             with contextlib.suppress(ProcessLookupError):

@@ -55,7 +55,8 @@ def _status(args: argparse.Namespace) -> int:
         _print_json(statuses)
     else:
         print(status.render(statuses, all_partitions=args.partitions))
-    return 0 if all(s.get("ready") for s in statuses) else 1
+    # 1 when a process is not ready or could not say (e.g. a key without the ops role).
+    return 0 if all(s.get("ready") and not s.get("error") for s in statuses) else 1
 
 
 # -- dead letters -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -78,6 +79,7 @@ async def _audit_verification(config: OpsConfig) -> tuple[bool | None, str]:
 async def collect(config: OpsConfig, scope: Scope) -> Facts:
     db = config.database_urls
     uncaptured: dict[str, list[str]] = {}
+    unknown: list[str] = []
     async with snapshot(db["gateway"]) as gateway_db, snapshot(db["settlement"]) as settlement_db:
         if scope.settlement_date is not None:
             settling = await settlement.trade_ids(
@@ -97,7 +99,10 @@ async def collect(config: OpsConfig, scope: Scope) -> Facts:
         elif scope.trade_ids is not None:
             captured = await gateway.captured(gateway_db, trade_ids=list(scope.trade_ids))
             known = {c.trade_id for c in captured}
-            uncaptured["gateway"] = [t for t in scope.trade_ids if t not in known]
+            missing = [t for t in scope.trade_ids if t not in known]
+            held = {o.trade_id for o in await settlement.obligations(settlement_db, missing)}
+            uncaptured["settlement"] = [t for t in missing if t in held]
+            unknown = [t for t in missing if t not in held]
         else:
             captured = await gateway.captured(
                 gateway_db,
@@ -135,6 +140,7 @@ async def collect(config: OpsConfig, scope: Scope) -> Facts:
         published=published,
         audited=audited,
         uncaptured={k: v for k, v in uncaptured.items() if v},
+        unknown=unknown,
         trial_balance=trial_balance,
         audit_verified=verified,
         audit_verification_detail=detail,
@@ -208,13 +214,18 @@ def report_json(scope: Scope, report: Report, *, run_id: str) -> dict[str, Any]:
     return body
 
 
+def _plain(value: Decimal) -> str:
+    """Without trailing zeros or an exponent: 23885, 244821.25."""
+    return format(value.normalize(), "f")
+
+
 def report_text(scope: Scope, report: Report, *, run_id: str) -> str:
     lines = [
         f"reconciliation {run_id} at {datetime.now(UTC):%Y-%m-%d %H:%M:%S}Z, {scope.describe()}",
-        f"  trades captured   {report.trades}   quantity {report.quantity}",
+        f"  trades captured   {report.trades}   quantity {_plain(report.quantity)}",
     ]
     for currency, amount in report.gross_amounts.items():
-        lines.append(f"  gross amount      {amount} {currency}")
+        lines.append(f"  gross amount      {_plain(amount)} {currency}")
     for what, count in report.checked.items():
         lines.append(f"  {what:<17} {count}")
     if report.clean:

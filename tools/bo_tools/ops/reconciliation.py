@@ -96,6 +96,8 @@ class Facts:
     audited: Sequence[AuditedEvent]
     # Trades another service knows in the period that the gateway never captured.
     uncaptured: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # Trades asked for by id that no service knows.
+    unknown: Sequence[str] = ()
     # Whole-book controls: trial balance per unit (must all be zero) and the audit chain.
     trial_balance: Mapping[str, Decimal] = field(default_factory=dict)
     audit_verified: bool | None = None
@@ -157,6 +159,7 @@ def reconcile(facts: Facts, *, currency_exponents: Mapping[str, int] | None = No
             Break(t, service, "not_captured", f"{service} holds a trade the gateway never captured")
             for t in sorted(trade_ids)
         ]
+    breaks += [Break(t, "gateway", "unknown", "no service knows this trade") for t in facts.unknown]
     for unit, total in sorted(facts.trial_balance.items()):
         if total != ZERO:
             breaks.append(

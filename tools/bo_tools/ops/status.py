@@ -57,14 +57,16 @@ async def _one(client: httpx.AsyncClient, config: OpsConfig, process: str) -> di
             body["reachable"] = True
             return body
         readyz = await client.get(base + "/readyz")
-        return {
+        answer: dict[str, Any] = {
             "process": process,
             "service": _group_of(process),
             "reachable": True,
             "ready": readyz.status_code == 200,
             "checks": _checks(readyz),
-            "error": f"/v1/ops/status answered {response.status_code}",
         }
+        if response.status_code != 404:  # 404: a process without the route (CSD simulator)
+            answer["error"] = f"/v1/ops/status answered {response.status_code}"
+        return answer
     except httpx.HTTPError as error:
         return {
             "process": process,
@@ -122,7 +124,9 @@ def render(statuses: list[dict[str, Any]], *, all_partitions: bool = False) -> s
             f"{letters.get('total', '-')!s:>5}  "
             f"{_age(s.get('last_consumed_at')):<14} {_age(s.get('last_published_at')):<14}"
         )
-        problems = [f"{k}: {v}" for k, v in (s.get("checks") or {}).items() if v != "ok"]
+        problems = [
+            f"{k}: {v}" for k, v in (s.get("checks") or {}).items() if v not in ("ok", "ready")
+        ]
         if s.get("error"):
             problems.insert(0, str(s["error"]))
         if consumer.get("error"):

@@ -153,7 +153,14 @@ def render(trace: dict[str, Any]) -> str:
     else:
         lines.append(f"  audit              {audit or 'no records'}")
     for letter in trace["dead_letters"]:
-        lines.append(f"  dead letter        {letter}")
+        if "id" not in letter:
+            lines.append(f"  dead letters       {letter}")
+            continue
+        error = " ".join(str(letter["error"]).split())[:80]
+        lines.append(
+            f"  dead letter        {letter['id']} ({letter['status']}) {letter['consumer']} "
+            f"on {letter['topic']}: {error}"
+        )
     lines.append("  waiting for:")
     lines += [f"    - {w}" for w in trace["waiting_for"]]
     return "\n".join(lines)

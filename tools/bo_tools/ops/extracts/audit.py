@@ -11,7 +11,10 @@ from bo_tools.ops.reconciliation import AuditedEvent
 async def records(connection: AsyncConnection, trade_ids: list[str]) -> list[AuditedEvent]:
     rows = await connection.execute(
         sa.text(
-            "SELECT event_id::text AS event_id, event_type, correlation_id, payload_hash"
+            # The hash of the stored bytes, computed here: two records of one event have
+            # the same bytes whatever the service's own hashing scheme is.
+            "SELECT event_id::text AS event_id, event_type, correlation_id,"
+            " encode(sha256(payload), 'hex') AS payload_hash"
             " FROM audit_records WHERE correlation_id = ANY(:ids)"
         ),
         {"ids": trade_ids},
