@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
@@ -208,6 +208,8 @@ class Book:
     partials: tuple[Entry, ...] = ()
     # A version whose pending entry was refused by an account limit (an open exception).
     refused_version: int | None = None
+    # Debit - credit of all the trade's entries on pending accounts, per (account, unit).
+    pending_net: dict[tuple[str, str], Decimal] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.live_pending is not None and self.live_pending.kind != "pending":
@@ -236,6 +238,11 @@ class Book:
             cancelled=cancelled,
             partials=tuple(e for e in entries if e.kind == "partially_settled"),
             refused_version=refused_version,
+            pending_net={
+                key: amount
+                for key, amount in net_by_account(*entries).items()
+                if key[0].endswith("_pending")
+            },
         )
 
 
@@ -253,12 +260,31 @@ class Decision:
 
 def book_capture(book: Book, terms: TradeTerms, *, version: int = 1) -> Decision:
     """The trade as captured. Booked unless the trade is cancelled or a version of it is
-    booked already (an amendment that arrived first supersedes it). A settled entry that
-    arrived first does not stop it: pending and settled are independent entries."""
+    booked already (an amendment that arrived first supersedes it). A settlement that
+    arrived first does not stop it, but then what settled is what the pending entry books:
+    its lines are those that the settlement released from the pending accounts (the
+    depository's terms win over a version settlement may have refused)."""
     if book.cancelled:
         return Decision(skipped="the trade is cancelled")
     if book.booked_version is not None:
         return Decision(skipped=f"version {book.booked_version} is booked already")
+    if book.settled and book.pending_net:
+        lines = tuple(
+            Line(account, unit, debit=-amount) if amount < 0 else Line(account, unit, credit=amount)
+            for (account, unit), amount in sorted(book.pending_net.items())
+        )
+        return Decision(
+            entries=(
+                Entry(
+                    pending_entry_id(terms.trade_id, version),
+                    terms.trade_id,
+                    terms.account,
+                    "pending",
+                    lines,
+                    version,
+                ),
+            )
+        )
     return Decision(
         entries=(
             pending_entry(
@@ -309,79 +335,53 @@ def rebooked_entry_id(trade_id: str) -> str:
 def book_settlement(book: Book, terms: TradeTerms, *, settled_entry_id: str) -> Decision:
     """The settled entry, after the pending books are put to the terms that settled.
 
-    The depository settles what was instructed. When the ledger booked a change that
-    settlement then refused (it came after the instruction), the live pending entry is of
-    other terms than the settled ones, or there is none (a cancellation, or a posting an
-    account limit refused): it is reversed and the settled terms are booked pending again,
-    so that the settled entry clears them and no pending balance is left behind.
-
-    After partial settlements, the settlement in full releases what is still pending of the
-    live entry (whatever quantity the last confirmation states: the books hold what was
-    settled so far). Without a live entry the event's terms are taken as the last part.
+    `terms` is what this confirmation settled: the whole trade, or after partial
+    settlements the last part. What settled in all (the parts and this) is compared with
+    the live pending entry. When the ledger booked a change that settlement then refused
+    (it came after the instruction), the live pending entry is of other terms, or there is
+    none (a cancellation, or a posting an account limit refused): it is reversed and the
+    settled terms are booked pending again, so that the settled entries clear them and no
+    pending balance is left behind.
     """
     if book.settled:
         return Decision(skipped="the trade's settlement is booked already")
     version = book.booked_version or 1
     live = book.live_pending
-    if book.partials:
-        if live is None:
-            return Decision(
-                entries=(settled_entry(terms, entry_id=settled_entry_id, version=version),)
-            )
-        remaining = pending_remainder(live, book.partials)
-        if not remaining:
-            return Decision(skipped="nothing is left pending: the partial settlements cover it")
-        return Decision(
-            entries=(
-                Entry(
-                    settled_entry_id,
-                    terms.trade_id,
-                    terms.account,
-                    "settled",
-                    release_lines(remaining),
-                    version,
-                ),
-            )
-        )
-    as_settled = pending_entry(terms, entry_id="-")
+    total = settled_in_all(terms, book.partials)
     entries: list[Entry] = []
     if (book.booked_version is not None or book.refused_version is not None) and (
-        live is None or net_by_account(live) != net_by_account(as_settled)
+        live is None or net_by_account(live) != net_by_account(pending_entry(total, entry_id="-"))
     ):
         if live is not None:
             entries.append(reverse(live, entry_id=reversal_entry_id(live.entry_id)))
         version = max(version, book.refused_version or 0) + 1
         entries.append(
-            pending_entry(terms, entry_id=rebooked_entry_id(terms.trade_id), version=version)
+            pending_entry(total, entry_id=rebooked_entry_id(terms.trade_id), version=version)
         )
     entries.append(settled_entry(terms, entry_id=settled_entry_id, version=version))
     return Decision(entries=tuple(entries))
 
 
-def pending_remainder(live: Entry, partials: Iterable[Entry]) -> dict[tuple[str, str], Decimal]:
-    """What is still on the pending accounts of the live entry after the partial
-    settlements (per pending account and unit, zero amounts left out)."""
-    remaining = dict(net_by_account(live))
+def settled_in_all(last: TradeTerms, partials: Iterable[Entry]) -> TradeTerms:
+    """The terms settled by the partial settlements and the last confirmation together:
+    each part's quantity and cash are what it moved off the client's pending accounts."""
+    quantity, amount = last.quantity, last.amount
+    securities = f"client:{last.account}:securities_pending"
+    cash = f"client:{last.account}:cash_pending"
     for partial in partials:
-        for (account, unit), amount in net_by_account(partial).items():
-            if account.endswith("_pending"):
-                remaining[(account, unit)] = remaining.get((account, unit), Decimal(0)) + amount
-    return {key: amount for key, amount in remaining.items() if amount != 0}
-
-
-def release_lines(pending: dict[tuple[str, str], Decimal]) -> tuple[Line, ...]:
-    """Move pending amounts to their settled accounts: each is taken off its pending
-    account and booked on the account of the same name without `_pending`."""
-    lines: list[Line] = []
-    for (account, unit), amount in sorted(pending.items()):
-        settled_account = account.removesuffix("_pending")
-        if amount > 0:
-            lines.append(Line(account, unit, credit=amount))
-            lines.append(Line(settled_account, unit, debit=amount))
-        else:
-            lines.append(Line(account, unit, debit=-amount))
-            lines.append(Line(settled_account, unit, credit=-amount))
-    return tuple(lines)
+        moved = net_by_account(partial)
+        quantity += abs(moved.get((securities, last.isin), Decimal(0)))
+        amount += abs(moved.get((cash, last.currency), Decimal(0)))
+    return TradeTerms(
+        trade_id=last.trade_id,
+        account=last.account,
+        side=last.side,
+        isin=last.isin,
+        quantity=quantity,
+        amount=amount,
+        currency=last.currency,
+        counterparty_lei=last.counterparty_lei,
+    )
 
 
 def partial_entry_id(trade_id: str, cause_event_id: str) -> str:
