@@ -61,7 +61,9 @@ class RestrictedListParameters(_Parameters):
 
 
 class WatchListParameters(_Parameters):
-    # rapidfuzz WRatio score (0-100) from which a counterparty's name matches a listed name.
+    # rapidfuzz token_sort_ratio (0-100, word order ignored) from which a counterparty's name
+    # matches a listed name. Not WRatio: its partial matching scores a shared prefix
+    # ("Quorvex Foods" against "Quorvex Maritime Limited") as a match.
     name_match_threshold: Annotated[int, Field(ge=50, le=100)] = 85
 
 
@@ -306,7 +308,7 @@ def _watch(trade: TradeFacts, p: WatchListParameters, context: Context) -> _Resu
         best = process.extractOne(
             name,
             [entry.value for entry in context.watched_names],
-            scorer=fuzz.WRatio,
+            scorer=fuzz.token_sort_ratio,
             processor=utils.default_process,
             score_cutoff=p.name_match_threshold,
         )

@@ -103,7 +103,13 @@ def test_a_watched_counterparty_lei_is_held() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["Oceanic Petro-Trade Ltd", "OCEANIC PETROTRADE LTD.", "Oceanic Petrotrade Limited"]
+    "name",
+    [
+        "Oceanic Petro-Trade Ltd",
+        "OCEANIC PETROTRADE LTD.",
+        "Oceanic Petrotrade Limited",
+        "Petrotrade Oceanic Ltd",  # words in another order
+    ],
 )
 def test_a_counterparty_whose_name_is_close_to_a_watched_name_is_held(name: str) -> None:
     result = outcome(TRADE, WATCH, Context(watched_names=[WATCHED_NAME], counterparty_name=name))
@@ -114,7 +120,13 @@ def test_a_counterparty_whose_name_is_close_to_a_watched_name_is_held(name: str)
 
 
 @pytest.mark.parametrize(
-    "name", ["Oceanic Shipping Ltd", "Ocean Petroleum Trading Co", "Goldman Sachs International"]
+    "name",
+    [
+        "Oceanic Shipping Ltd",
+        "Ocean Petroleum Trading Co",
+        "Goldman Sachs International",
+        "Oceanic Foods",  # shares the first word only
+    ],
 )
 def test_a_counterparty_whose_name_only_shares_words_is_not_held(name: str) -> None:
     context = Context(watched_names=[WATCHED_NAME], counterparty_name=name)
