@@ -295,3 +295,51 @@ async def test_logs_are_json_lines_with_ids_and_never_an_api_key(
         if path.is_file() and path.stat().st_size < 50_000_000:
             content = path.read_bytes()
             assert not any(key.encode() in content for key in secrets_seen), path
+
+
+METRICS = (
+    "bo_http_requests_total",
+    "bo_http_request_seconds_bucket",
+    "bo_messages_consumed_total",
+    "bo_events_applied_total",
+    "bo_event_processing_seconds_bucket",
+    "bo_event_delivery_seconds_bucket",
+    "bo_consumer_batch_seconds_bucket",
+    "bo_consumer_lag_messages",
+    "bo_outbox_published_total",
+    "bo_outbox_pending",
+    "bo_outbox_oldest_unsent_age_seconds",
+    "bo_db_pool_size",
+    "bo_db_pool_connections",
+)
+
+
+@pytest.mark.parametrize("service", ["settlement", "ledger", "compliance_monitor", "audit"])
+async def test_every_service_exposes_the_conventional_metrics(
+    stack: Stack, keys: dict[str, str], gateway: httpx.AsyncClient, service: str
+) -> None:
+    response = await gateway.post("/v1/trades", json=a_trade(), headers=auth(keys["trader"]))
+    await wait_settled(gateway, keys["trader"], response.json()["trade_id"])
+    async with httpx.AsyncClient(base_url=stack.url(service), timeout=10) as client:
+        await client.get("/v1/ops/status", headers=auth("bo_not-a-real-key"))
+
+        async def exposition() -> str | None:
+            text = (await client.get("/metrics")).text
+            return text if all(f"\n{name}{{" in text for name in METRICS) else None
+
+        text = await eventually(exposition, f"{service} exposes every metric", 30)
+    samples = [line for line in text.splitlines() if not line.startswith("#")]
+    # Applied events per topic; request counts per route template and status.
+    assert any(
+        line.startswith("bo_events_applied_total{") and 'topic="trade.events"' in line
+        for line in samples
+    )
+    assert any(
+        'route="/v1/ops/status"' in line and 'status="401"' in line
+        for line in samples
+        if line.startswith("bo_http_requests_total{")
+    )
+    assert any(
+        line.startswith("bo_db_pool_connections{") and 'state="checked_out"' in line
+        for line in samples
+    )

@@ -152,13 +152,12 @@ class ServiceRuntime:
         dead letters) fresh between scrapes, every `ops_sample_interval_s`."""
         interval = self.settings.ops_sample_interval_s
         while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), timeout=interval)
-                return
             try:
                 await self.sample_gauges()
             except Exception as error:  # the database or broker is away: next time
                 log.warning("ops_sample_failed", error=repr(error))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=interval)
 
     async def sample_gauges(self) -> None:
         s = self.settings
