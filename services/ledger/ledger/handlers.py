@@ -10,10 +10,12 @@ account are serialised by a transaction-level advisory lock, so two replicas (on
 trade.events, one settlement.events) cannot both book from the same stale view, and a limit
 is checked against a position no one else is changing.
 
-Each event costs a few statements: the lock, one read of the trade's book (entries, lines,
-cancellation, refusal and the account's limits as one JSON row), one write of its entries,
-lines and chart accounts (one statement; the database's trigger checks the balance and
-keeps the balance projections), and one read of the balances it changed for ledger.posted.
+Each event costs two statements, three for the first event of an account in a consumed
+batch (the lock): one read of the trade's book with the account's limits and balances (one
+JSON row), and one write of its entries, lines and chart accounts (the database's trigger
+checks the balance and keeps the balance projections). The account's balances after each
+entry, which ledger.posted carries, are the balances read plus the entry's lines: exact,
+because every posting to a client's accounts holds that account's lock.
 """
 
 from __future__ import annotations
@@ -194,6 +196,15 @@ class _State:
     trade_id: str
     book: domain.Book
     limits: dict[str, Limit] = field(default_factory=dict)
+    # The client account's balances (debit - credit) per (ledger account, unit), now.
+    balances: dict[tuple[str, str], Decimal] = field(default_factory=dict)
+
+    def positions(self) -> dict[str, Decimal]:
+        """Trade-date position (settled + pending) per unit."""
+        totals: dict[str, Decimal] = {}
+        for (_, unit), balance in self.balances.items():
+            totals[unit] = totals.get(unit, Decimal(0)) + balance
+        return totals
 
 
 _LOAD = sa.text(
@@ -208,7 +219,9 @@ _LOAD = sa.text(
                  FROM journal_lines l WHERE l.entry_id = e.entry_id)) ORDER BY e.seq)
        FROM journal_entries e WHERE e.trade_id = :trade_id) AS entries,
       (SELECT json_agg(json_build_array(unit, min_position::text))
-       FROM account_limits WHERE account = :account) AS limits
+       FROM account_limits WHERE account = :account) AS limits,
+      (SELECT json_agg(json_build_array(ledger_account, unit, balance::text))
+       FROM account_balances WHERE ledger_account = ANY(:names)) AS balances
     """
 )
 
@@ -217,10 +230,17 @@ async def _load(uow: UnitOfWork, account: str, trade_id: str) -> _State:
     """What the journal holds for the trade, and the account's limits, read under the
     account's lock."""
     session = uow.session
-    await session.execute(
-        sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(f"ledger:{account}", 0)))
-    )
-    row = (await session.execute(_LOAD, {"trade_id": trade_id, "account": account})).one()
+    await _lock_account(uow, account)
+    row = (
+        await session.execute(
+            _LOAD,
+            {
+                "trade_id": trade_id,
+                "account": account,
+                "names": list(client_account_names(account)),
+            },
+        )
+    ).one()
     entries = [
         domain.Entry(
             entry_id=entry_id,
@@ -237,25 +257,33 @@ async def _load(uow: UnitOfWork, account: str, trade_id: str) -> _State:
     ]
     book = domain.Book.of(entries, cancelled=row.cancelled, refused_version=row.refused)
     limits = {unit: Limit(account, unit, Decimal(minimum)) for unit, minimum in _json(row.limits)}
-    return _State(account, trade_id, book, limits)
+    balances = {(a, u): Decimal(b) for a, u, b in _json(row.balances)}
+    return _State(account, trade_id, book, limits, balances)
+
+
+_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
+
+async def _lock_account(uow: UnitOfWork, account: str) -> None:
+    """The account's transaction-level advisory lock, taken once per (sub)transaction: the
+    consume loop applies a batch in one savepoint (or, after a failure, each message in
+    its own), and a lock taken in a savepoint that is rolled back is released with it."""
+    session = uow.session
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    held = session.info.get("ledger_locks")
+    if held is None or held[0] is not transaction:
+        held = (transaction, set())
+        session.info["ledger_locks"] = held
+    if account in held[1]:
+        return
+    await session.execute(_LOCK, {"key": f"ledger:{account}"})
+    held[1].add(account)
 
 
 def _json(value: Any) -> list[Any]:
     if value is None:
         return []
     return json.loads(value) if isinstance(value, str) else list(value)
-
-
-async def _positions(uow: UnitOfWork, account: str, units: Sequence[str]) -> dict[str, Decimal]:
-    """The account's trade-date positions (settled + pending) in these units, now."""
-    rows = await uow.session.execute(
-        sa.text(
-            "SELECT unit, sum(balance) FROM account_balances "
-            "WHERE ledger_account = ANY(:names) AND unit = ANY(:units) GROUP BY unit"
-        ),
-        {"names": list(client_account_names(account)), "units": list(units)},
-    )
-    return {unit: total for unit, total in rows}
 
 
 # --- writing --------------------------------------------------------------------------
@@ -294,15 +322,14 @@ async def _apply(
     if change in ("capture", "amend") and state.limits and not state.book.settled:
         # New contractual terms are what a limit stops; voids and settlements are facts
         # (the trade will not settle, or the depository has settled it) and always post.
-        positions = await _positions(uow, state.account, list(state.limits))
         breaches = limit_breaches(
-            state.account, decision.entries, positions=positions, limits=state.limits
+            state.account, decision.entries, positions=state.positions(), limits=state.limits
         )
         if breaches:
             await _refuse(uow, state, decision, event, version=version, breaches=breaches)
             return
     effective_at = domain.effective_time(change, event_time=event.time, trade_time=trade_time)
-    await _post(uow, decision.entries, event, effective_at=effective_at)
+    await _post(uow, state, decision.entries, event, effective_at=effective_at)
 
 
 _POST = sa.text(
@@ -345,10 +372,15 @@ _POST = sa.text(
 
 
 async def _post(
-    uow: UnitOfWork, entries: Sequence[domain.Entry], cause: Envelope, *, effective_at: datetime
+    uow: UnitOfWork,
+    state: _State,
+    entries: Sequence[domain.Entry],
+    cause: Envelope,
+    *,
+    effective_at: datetime,
 ) -> None:
     """Write the entries (all of one decision, in order) in one statement and put a
-    ledger.posted for each in the outbox, with the balances it changed."""
+    ledger.posted for each in the outbox, with the client account balances it changed."""
     now = datetime.now(UTC)
     lines = [
         (entry.entry_id, number, line)
@@ -394,24 +426,18 @@ async def _post(
     posted = [entry for entry in entries if entry.entry_id in inserted]
     if not posted:
         return  # booked already
-    # The balance rows the trigger upserted stay locked by this transaction until it
-    # commits, so what is read here is each account's balance right after these entries.
-    rows = await uow.session.execute(
-        sa.text(
-            "SELECT ledger_account, unit, balance FROM account_balances "
-            "WHERE (ledger_account, unit) IN "
-            "(SELECT * FROM unnest(CAST(:accounts AS text[]), CAST(:units AS text[])))"
-        ),
-        {"accounts": [a for a, _ in pairs], "units": [u for _, u in pairs]},
-    )
-    balances: dict[tuple[str, str], Decimal] = {(a, u): b for a, u, b in rows}
+    client_names = set(client_account_names(state.account))
+    balances = state.balances
     after_each: list[dict[tuple[str, str], Decimal]] = []
-    for entry in reversed(posted):  # the balance after an entry: before the ones after it
-        touched = {(line.ledger_account, line.unit) for line in entry.lines}
-        after_each.append({key: balances[key] for key in sorted(touched)})
+    for entry in posted:
+        touched: dict[tuple[str, str], Decimal] = {}
         for line in entry.lines:
-            balances[(line.ledger_account, line.unit)] -= line.debit - line.credit
-    for entry, after in zip(posted, reversed(after_each), strict=True):
+            if line.ledger_account in client_names:
+                key = (line.ledger_account, line.unit)
+                balances[key] = balances.get(key, Decimal(0)) + line.debit - line.credit
+                touched[key] = balances[key]
+        after_each.append(dict(sorted(touched.items())))
+    for entry, after in zip(posted, after_each, strict=True):
         uow.outbox.put(
             new_event(
                 type=contract.POSTED,
