@@ -290,7 +290,8 @@ async def test_an_export_verifies_offline_with_only_the_public_key(
     )
     assert code == 0, outcome
     assert outcome["valid"] is True
-    assert outcome["records_checked"] == len(items)
+    # The trade's later events (settlement) may have arrived since it was listed.
+    assert outcome["records_checked"] >= len(items)
 
     # And independently of the service's code: every line is a leaf in the signed tree.
     with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
@@ -302,7 +303,8 @@ async def test_an_export_verifies_offline_with_only_the_public_key(
         leaves = [line for line in body.split(b"\n") if line]
     else:
         leaves = [row["leaf"].encode() for row in csv.DictReader(io.StringIO(body.decode()))]
-    assert [json.loads(leaf)["event"]["id"] for leaf in leaves] == [
+    assert len(leaves) == outcome["records_checked"]
+    assert [json.loads(leaf)["event"]["id"] for leaf in leaves][: len(items)] == [
         item["event"]["id"] for item in items
     ]
     for leaf, entry in zip(leaves, manifest["proofs"], strict=True):

@@ -6,12 +6,15 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import event as orm_events
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from audit import domain, domain_signing
 from audit import domain_merkle as merkle
@@ -30,6 +33,7 @@ from bo_common.unit_of_work import UnitOfWork
 
 TREE = "events"
 _STATE = "audit.tree_state"
+_PENDING = "audit.pending_rows"
 
 
 async def _locked_state(session: AsyncSession) -> TreeStateRow:
@@ -47,6 +51,43 @@ async def _locked_state(session: AsyncSession) -> TreeStateRow:
         ).scalar_one()
         session.info[_STATE] = state
     return state
+
+
+@dataclass
+class _Pending:
+    """Rows appended since the session last flushed: written by one multi-row INSERT per
+    table when it flushes (ORM objects cost more than the hashing, per record)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _pending(session: AsyncSession) -> _Pending:
+    pending: _Pending | None = session.info.get(_PENDING)
+    if pending is None:
+        pending = session.info[_PENDING] = _Pending()
+        sync_session = session.sync_session
+        # The tree's row is changed by every append, so a flush always follows one.
+        orm_events.listen(sync_session, "before_flush", _write_pending)
+        # A rolled back attempt (a savepoint) takes its unflushed rows with it.
+        orm_events.listen(sync_session, "after_soft_rollback", _forget_pending)
+    return pending
+
+
+def _write_pending(session: Session, *_: object) -> None:
+    pending: _Pending = session.info[_PENDING]
+    records, nodes = pending.records, pending.nodes
+    pending.records, pending.nodes = [], []
+    if records:
+        session.execute(sa.insert(RecordRow), records)
+    if nodes:
+        session.execute(sa.insert(NodeRow), nodes)
+
+
+def _forget_pending(session: Session, *_: object) -> None:
+    pending: _Pending = session.info[_PENDING]
+    pending.records.clear()
+    pending.nodes.clear()
 
 
 def frontier_of(state: TreeStateRow) -> merkle.Frontier:
@@ -77,27 +118,28 @@ async def _append(
         event=body,
     )
     appended = merkle.append(frontier_of(state), [merkle.leaf_hash(leaf)])
-    session.add(
-        RecordRow(
-            seq=seq,
-            event_id=event.id,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            event_type=event.type,
-            source=event.source,
-            subject=event.subject,
-            correlation_id=event.correlation_id,
-            causation_id=event.causation_id,
-            account=domain.account_of(body),
-            actor=event.actor,
-            occurred_at=event.time,
-            recorded_at=received_at,
-            payload=leaf,
-            payload_hash=hashlib.sha256(domain.canonical_json(body)).hexdigest(),
-        )
+    pending = _pending(session)
+    pending.records.append(
+        {
+            "seq": seq,
+            "event_id": event.id,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "event_type": event.type,
+            "source": event.source,
+            "subject": event.subject,
+            "correlation_id": event.correlation_id,
+            "causation_id": event.causation_id,
+            "account": domain.account_of(body),
+            "actor": event.actor,
+            "occurred_at": event.time,
+            "recorded_at": received_at,
+            "payload": leaf,
+            "payload_hash": hashlib.sha256(domain.canonical_json(body)).hexdigest(),
+        }
     )
-    session.add_all(NodeRow(level=lv, index=ix, hash=h) for lv, ix, h in appended.nodes)
+    pending.nodes.extend({"level": lv, "index": ix, "hash": h} for lv, ix, h in appended.nodes)
     state.size = appended.frontier.size
     state.frontier = b"".join(appended.frontier.hashes)
     return seq
