@@ -68,6 +68,15 @@ class Ledger:
             await handler(event, uow)
             await uow.flush()
 
+    async def deliver_batch(self, deliveries: list[tuple[Handler, Envelope]]) -> None:
+        """Several events in one transaction, flushed once at the end, as the consume loop
+        applies a batch."""
+        async with self.sessions() as session, session.begin():
+            uow = UnitOfWork.bound(session)
+            for handler, event in deliveries:
+                await handler(event, uow)
+            await uow.flush()
+
     async def rows(self, sql: str, **params: Any) -> list[Any]:
         async with self.engine.connect() as connection:
             return list(await connection.execute(sa.text(sql), params))
