@@ -6,9 +6,11 @@ its pending entries."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import string
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -20,6 +22,13 @@ from bo_tools.stack import Stack
 from tests.conftest import a_trade, auth, eventually
 
 pytestmark = pytest.mark.e2e
+
+
+async def in_force(when: str) -> None:
+    """Wait until an officer's change is in force (changes take effect two seconds after
+    they are made, so that every replica applies them to the same trades)."""
+    wait_s = (datetime.fromisoformat(when) - datetime.now(UTC)).total_seconds()
+    await asyncio.sleep(max(wait_s, 0) + 0.05)
 
 
 def fresh_isin() -> str:
@@ -53,6 +62,7 @@ async def held_trade(
         f"/v1/restricted-list/{isin}", json={"reason": "inside information (test)"}
     )
     assert restricted.status_code == 201, restricted.text
+    await in_force(restricted.json()["added_at"])
     body = a_trade(isin=isin, quantity="10", price="100", **overrides)
     response = await gateway.post("/v1/trades", json=body, headers=auth(keys["trader"]))
     assert response.status_code == 201, response.text

@@ -18,7 +18,7 @@ import pytest
 
 from bo_tools.stack import Stack
 from tests.conftest import a_trade, auth, eventually, fresh_lei
-from tests.e2e.test_compliance_four_eyes import fresh_isin
+from tests.e2e.test_compliance_four_eyes import fresh_isin, in_force
 
 pytestmark = pytest.mark.e2e
 
@@ -79,18 +79,19 @@ async def test_a_watched_lei_and_a_name_close_to_a_watched_name_hold_the_trade(
 ) -> None:
     watched, named, other = fresh_lei(), fresh_lei(), fresh_lei()
     tag = secrets.token_hex(3).upper()
-    assert (
-        await compliance.post("/v1/watch-list", json={"lei": watched, "reason": "OFAC SDN (test)"})
-    ).status_code == 201
-    assert (
-        await compliance.post(
-            "/v1/watch-list",
-            json={"name": f"Quorvex {tag} Maritime Limited", "reason": "EU list (test)"},
-        )
-    ).status_code == 201
     for lei, name in ((named, f"Quorvex {tag} Maritime Ltd."), (other, f"Quorvex {tag} Foods")):
         response = await compliance.put(f"/v1/counterparties/{lei}", json={"name": name})
         assert response.status_code == 200, response.text
+    by_lei_entry = await compliance.post(
+        "/v1/watch-list", json={"lei": watched, "reason": "OFAC SDN (test)"}
+    )
+    assert by_lei_entry.status_code == 201, by_lei_entry.text
+    by_name_entry = await compliance.post(
+        "/v1/watch-list",
+        json={"name": f"Quorvex {tag} Maritime Limited", "reason": "EU list (test)"},
+    )
+    assert by_name_entry.status_code == 201, by_name_entry.text
+    await in_force(by_name_entry.json()["added_at"])
 
     by_lei, alerts = await desk.trade(counterparty_lei=watched)
     assert by_lei["outcome"] == "held"
@@ -111,6 +112,7 @@ async def test_a_restricted_isin_holds_and_another_does_not(
     restricted, free = fresh_isin(), fresh_isin()
     response = await compliance.put(f"/v1/restricted-list/{restricted}", json={"reason": "MNPI"})
     assert response.status_code == 201, response.text
+    await in_force(response.json()["added_at"])
     again = await compliance.put(f"/v1/restricted-list/{restricted}", json={"reason": "MNPI"})
     assert again.status_code == 200  # already listed: the same entry
 
@@ -125,6 +127,7 @@ async def test_a_restricted_isin_holds_and_another_does_not(
     )
     assert removed.status_code == 200, removed.text
     assert removed.json()["removed_by"] == "key:dev-compliance"
+    await in_force(removed.json()["removed_at"])
     after, _ = await desk.trade(isin=restricted)
     assert after["outcome"] == "cleared"
 
@@ -222,6 +225,7 @@ async def test_a_rule_change_applies_to_later_trades_only_and_is_audited(
     )
     assert created.status_code == 200, created.text
     assert (created.json()["version"], created.json()["changed_by"]) == (1, "key:dev-compliance")
+    await in_force(created.json()["effective_from"])
 
     before_id = await desk.post(isin=isin, account="ACC-005", quantity="500")
     before, _ = await desk.evaluated(before_id)
@@ -242,6 +246,7 @@ async def test_a_rule_change_applies_to_later_trades_only_and_is_audited(
     assert changed.status_code == 200, changed.text
     assert changed.json()["version"] == 2
     assert changed.json()["kind"] == "position_limit"  # kept from version 1
+    await in_force(changed.json()["effective_from"])
 
     after, alerts = await desk.trade(isin=isin, account="ACC-006", quantity="200")
     assert (result(after, name)["rule_version"], result(after, name)["passed"]) == (2, False)
@@ -288,7 +293,11 @@ async def test_a_rule_change_applies_to_later_trades_only_and_is_audited(
     assert disabled.json()["enabled"] is False
 
 
-async def test_the_demo_lists_hold_trades_out_of_the_box(desk: Desk) -> None:
+async def test_the_demo_lists_hold_trades_out_of_the_box(
+    desk: Desk, compliance: httpx.AsyncClient
+) -> None:
+    entries = (await compliance.get("/v1/watch-list")).json()
+    await in_force(max(e["added_at"] for e in entries))
     restricted, _ = await desk.trade(isin="US88160R1014")
     by_name, alerts = await desk.trade(counterparty_lei="984500DEM0NAMEMATC09")
     by_lei, _ = await desk.trade(counterparty_lei="984500DEM0WATCH0LE78")

@@ -25,6 +25,7 @@ from compliance_monitor.handlers import (
     record_alert_action,
     trade_state,
 )
+from compliance_monitor.reference import IN_FORCE_DELAY
 from compliance_monitor.tables import (
     AlertRow,
     CounterpartyRow,
@@ -106,6 +107,7 @@ async def change_rule(
     merged = {**(current.parameters if current is not None else {}), **(parameters or {})}
     parsed = domain_rules.parse_parameters(kind, merged)
     now = datetime.now(UTC)
+    effective_from = now + IN_FORCE_DELAY
     row = RuleVersionRow(
         name=name,
         version=(current.version + 1) if current is not None else 1,
@@ -114,7 +116,7 @@ async def change_rule(
         action=action or (current.action if current else "alert"),
         severity=severity or (current.severity if current else "medium"),
         parameters=domain_rules.parameters_json(parsed),
-        effective_from=now,
+        effective_from=effective_from,
         changed_by=actor,
         reason=reason,
     )
@@ -130,7 +132,7 @@ async def change_rule(
             action=row.action,
             severity=row.severity,
             parameters=row.parameters,
-            effective_from=now,
+            effective_from=effective_from,
             changed_by=actor,
             reason=reason,
         ).model_dump(mode="json"),
@@ -160,7 +162,7 @@ async def add_list_entry(
         list=list_,
         value=value,
         reason=reason,
-        added_at=now,
+        added_at=now + IN_FORCE_DELAY,
         added_by=actor,
     )
     uow.session.add(row)
@@ -177,7 +179,8 @@ async def remove_list_entry(
     if live is None:
         raise NotFound(f"'{value}' is not on the {list_.replace('_', ' ')} list")
     now = datetime.now(UTC)
-    live.removed_at, live.removed_by, live.removal_reason = now, actor, reason
+    live.removed_at = now + IN_FORCE_DELAY
+    live.removed_by, live.removal_reason = actor, reason
     _list_changed(uow, live, "removed", reason, actor, now)
     await uow.commit()
     return live
@@ -206,7 +209,8 @@ def _list_changed(
             value=row.value,
             reason=reason,
             by=actor,
-            at=now,
+            # When the change is in force (IN_FORCE_DELAY after it was made).
+            at=row.removed_at if change == "removed" and row.removed_at else row.added_at,
         ).model_dump(mode="json"),
         subject=f"list:{row.list}",
         key=f"list:{row.list}",

@@ -26,18 +26,16 @@ from bo_common.logs import get_logger
 from bo_common.topics import COMPLIANCE_EVENTS
 from bo_common.unit_of_work import UnitOfWork
 from compliance_monitor import domain, domain_rules
+from compliance_monitor.reference import ReferenceCache, ReferenceData
 from compliance_monitor.sessions import ExchangeSessions
 from compliance_monitor.tables import (
     AlertActionRow,
     AlertRow,
-    CounterpartyRow,
     EvaluationRow,
     HoldRow,
     LastPriceRow,
-    ListEntryRow,
     PositionRow,
     ProposalRow,
-    RuleVersionRow,
     TradeRow,
 )
 
@@ -53,8 +51,7 @@ EVALUATION_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
 )
 SESSIONS = ExchangeSessions()
-# Parsed parameters of each rule version (a version never changes).
-_PARSED: dict[tuple[str, int], domain_rules.RuleVersion] = {}
+REFERENCE = ReferenceCache()
 
 
 async def evaluate_trade(event: Envelope, uow: UnitOfWork) -> None:
@@ -129,8 +126,9 @@ async def _evaluate_version(
     )
     # The rules and lists as they stood when the event happened (not when it is applied).
     at = event.time
-    rules = await rules_in_force(uow, at)
-    context = await _context(uow, facts, row, rules, at)
+    reference = await REFERENCE.get(uow.session)
+    rules = reference.rules_at(at)
+    context = await _context(uow, facts, row, rules, reference, at)
     outcomes = domain_rules.evaluate(facts, rules, context)
     change = domain.on_version(state, trade.version, outcomes)
     decision = change.decision
@@ -239,83 +237,22 @@ async def _evaluate_version(
 # -- what an evaluation reads ---------------------------------------------------------------
 
 
-def rule_version(row: RuleVersionRow) -> domain_rules.RuleVersion:
-    key = (row.name, row.version)
-    parsed = _PARSED.get(key)
-    if parsed is None:
-        parsed = domain_rules.RuleVersion(
-            name=row.name,
-            version=row.version,
-            kind=row.kind,
-            enabled=row.enabled,
-            action=row.action,  # type: ignore[arg-type]
-            severity=row.severity,  # type: ignore[arg-type]
-            parameters=domain_rules.parse_parameters(row.kind, row.parameters),
-            effective_from=row.effective_from,
-        )
-        _PARSED[key] = parsed
-    return parsed
-
-
-async def rules_in_force(uow: UnitOfWork, at: datetime) -> list[domain_rules.RuleVersion]:
-    rows = (
-        await uow.session.execute(
-            sa.select(RuleVersionRow)
-            .where(RuleVersionRow.effective_from <= at)
-            .distinct(RuleVersionRow.name)
-            .order_by(RuleVersionRow.name, RuleVersionRow.version.desc())
-        )
-    ).scalars()
-    return [rule_version(row) for row in rows]
-
-
-def _live(at: datetime) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        ListEntryRow.added_at <= at,
-        sa.or_(ListEntryRow.removed_at.is_(None), ListEntryRow.removed_at > at),
-    )
-
-
 async def _context(
     uow: UnitOfWork,
     trade: domain_rules.TradeFacts,
     row: TradeRow,
     rules: Sequence[domain_rules.RuleVersion],
+    reference: ReferenceData,
     at: datetime,
 ) -> domain_rules.Context:
     kinds = {rule.kind for rule in rules if rule.enabled}
     session = uow.session
     restricted: dict[str, str] = {}
     watched_leis: dict[str, str] = {}
-    watched_names: list[domain_rules.ListEntry] = []
-    name = None
-    if kinds & {"restricted_list", "watch_list"}:
-        entries = await session.execute(
-            sa.select(ListEntryRow.list, ListEntryRow.value, ListEntryRow.reason)
-            .where(
-                _live(at),
-                sa.or_(
-                    sa.and_(ListEntryRow.list == "restricted", ListEntryRow.value == trade.isin),
-                    sa.and_(
-                        ListEntryRow.list == "watch_lei",
-                        ListEntryRow.value == trade.counterparty_lei,
-                    ),
-                    ListEntryRow.list == "watch_name",
-                ),
-            )
-            .order_by(ListEntryRow.list, ListEntryRow.value)
-        )
-        for list_, value, reason in entries:
-            if list_ == "restricted":
-                restricted[value] = reason
-            elif list_ == "watch_lei":
-                watched_leis[value] = reason
-            else:
-                watched_names.append(domain_rules.ListEntry(value, reason))
-        if watched_names:
-            name = await session.scalar(
-                sa.select(CounterpartyRow.name).where(CounterpartyRow.lei == trade.counterparty_lei)
-            )
+    if (reason := reference.reason("restricted", trade.isin, at)) is not None:
+        restricted[trade.isin] = reason
+    if (reason := reference.reason("watch_lei", trade.counterparty_lei, at)) is not None:
+        watched_leis[trade.counterparty_lei] = reason
     recent: list[domain_rules.SeenTrade] = []
     accounts, window_s = domain_rules.wash_lookup(rules, trade.account)
     if accounts:
@@ -381,8 +318,8 @@ async def _context(
     return domain_rules.Context(
         restricted=restricted,
         watched_leis=watched_leis,
-        watched_names=watched_names,
-        counterparty_name=name,
+        watched_names=reference.names_at(at) if "watch_list" in kinds else (),
+        counterparty_name=reference.names.get(trade.counterparty_lei),
         recent_trades=recent,
         position_before=position,
         other_holdings=holdings,
@@ -445,15 +382,19 @@ async def lock_trade(
     uow: UnitOfWork, trade_id: str, account: str
 ) -> tuple[TradeRow, domain.TradeState]:
     """The trade's row, locked until the transaction ends (created at version 0 the first
-    time), and what compliance knows of the trade."""
-    await uow.session.execute(
+    time), and what compliance knows of the trade. One statement: the upsert's no-op
+    update takes the row lock."""
+    statement = (
         insert(TradeRow)
         .values(trade_id=trade_id, account=account, version=0)
-        .on_conflict_do_nothing(index_elements=[TradeRow.trade_id])
+        .on_conflict_do_update(
+            index_elements=[TradeRow.trade_id], set_={"account": TradeRow.account}
+        )
+        .returning(TradeRow)
     )
-    row = await locked_trade(uow, trade_id)
-    if row is None:
-        raise domain.ComplianceError(f"trade {trade_id} vanished")
+    row = (
+        await uow.session.scalars(statement, execution_options={"populate_existing": True})
+    ).one()
     return row, await trade_state(uow, row)
 
 

@@ -1,0 +1,309 @@
+"""The compliance monitor under the bench's intake rate, with every default rule on.
+
+`python -m bo_tools.bench_compliance [--trades 2000] [--rate 200]` starts its own cluster
+(databases bo_bench_compliance_*), sends single trades open loop at the rate, waits until
+the monitor has evaluated each, and reports:
+- the evaluation time per trade (the service's `bo_compliance_evaluation_seconds`: rules,
+  lists and projection read, every rule run, results stored; inside the consumed batch's
+  transaction, before its commit), and the pure rule CPU time alone;
+- the monitor's lag per trade: from the gateway capturing the trade to compliance having
+  evaluated it (relay, broker and consume included), and the consumer lag in messages
+  sampled from its /metrics while trades arrive.
+
+`run()` does the measuring on a cluster that is already up (`bo bench` calls it).
+Figures go to var/bench/compliance.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import random
+import statistics
+import time
+import timeit
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from stdnum import isin as stdnum_isin
+
+from bo_common.db import asyncpg_dsn
+from bo_tools.bench import _unlimited, percentile, single_trades_at_rate
+from bo_tools.demo import sample_trade, set_up_demo
+from bo_tools.stack import BY_NAME, ROOT, Stack, isolated_config, log, write_json
+
+# Counterparties with SSIs in the US (so trades go on through settlement, as in `make
+# bench`), and now and then the demo's name-matched one, which the watch list holds.
+COUNTERPARTIES = ["784F5XWPLTWKTBV3E584"] * 10 + ["8I5DZWZKVSZI1NUHU748"] * 9
+WATCHED_BY_NAME = "984500DEM0NAMEMATC09"
+
+
+def _isins(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    bodies = ["US" + "".join(rng.choice(alphabet) for _ in range(9)) for _ in range(count)]
+    return [body + stdnum_isin.calc_check_digit(body) for body in bodies]
+
+
+def bench_trades(count: int, run: str, seed: int = 7) -> list[dict[str, str]]:
+    """Trades that give every rule work: 20 ISINs over 10 accounts, both sides (wash
+    candidates), prices within ±12 % (price deviations), a few large ones, now and then a
+    watched counterparty."""
+    rng = random.Random(seed)
+    isins = _isins(20, seed)
+    trades = []
+    for n in range(count):
+        large = n % 50 == 0
+        trades.append(
+            sample_trade(
+                client_trade_id=f"BENCH-C-{run}-{n:06d}",
+                account=f"ACC-{n % 10 + 1:03d}",
+                side="BUY" if rng.random() < 0.5 else "SELL",
+                isin=rng.choice(isins),
+                quantity=str(rng.randint(20_000, 60_000) if large else rng.randint(1, 500)),
+                price=str(Decimal(rng.randint(8_800, 11_200)) / 100),
+                counterparty_lei=WATCHED_BY_NAME if n % 200 == 199 else rng.choice(COUNTERPARTIES),
+            )
+        )
+    return trades
+
+
+async def _metrics(client: httpx.AsyncClient) -> dict[str, float]:
+    """The monitor's evaluation histogram (sum, count, buckets) and consumer lag."""
+    text = (await client.get("/metrics")).text
+    found: dict[str, float] = {"consumer_lag_messages": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("bo_compliance_evaluation_seconds"):
+                suffix = sample.name.removeprefix("bo_compliance_evaluation_seconds")
+                key = f"le={sample.labels['le']}" if suffix == "_bucket" else suffix
+                found[key] = sample.value
+            elif (
+                sample.name == "bo_consumer_lag_messages"
+                and sample.labels.get("topic") == "trade.events"
+            ):
+                found["consumer_lag_messages"] += sample.value
+    return found
+
+
+def _histogram_quantile(before: dict[str, float], after: dict[str, float], q: float) -> float:
+    """The upper bound of the bucket holding quantile q of the observations in between."""
+    buckets = sorted(
+        (float(key[3:]), after[key] - before.get(key, 0.0))
+        for key in after
+        if key.startswith("le=")
+    )
+    total = buckets[-1][1] if buckets else 0.0
+    for bound, count in buckets:
+        if total and count >= q * total:
+            return bound
+    return float("nan")
+
+
+def rules_only_microseconds() -> float:
+    """The pure evaluation of one trade with every default rule on, in this process: what
+    the rules cost without the database (50 watched names, 20 recent trades, 20 holdings)."""
+    from compliance_monitor import domain_rules
+    from compliance_monitor.sessions import ExchangeSessions
+
+    defaults = {
+        "restricted_list": ("hold", {}),
+        "watch_list": ("hold", {}),
+        "large_trade": ("alert", {"default_threshold": "1000000"}),
+        "wash_trade": ("alert", {}),
+        "position_limit": ("alert", {"default_max_quantity": "1000000"}),
+        "concentration_limit": ("alert", {}),
+        "trading_session": ("alert", {}),
+        "price_deviation": ("alert", {}),
+    }
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    rules = [
+        domain_rules.RuleVersion(
+            name=kind,
+            version=1,
+            kind=kind,
+            enabled=True,
+            action=action,  # type: ignore[arg-type]
+            severity="medium",
+            parameters=domain_rules.parse_parameters(kind, parameters),
+            effective_from=epoch,
+        )
+        for kind, (action, parameters) in defaults.items()
+    ]
+    now = datetime.now(UTC)
+    trade = domain_rules.TradeFacts(
+        "T",
+        1,
+        "ACC-001",
+        "BUY",
+        "US0378331005",
+        Decimal(100),
+        Decimal("189.25"),
+        Decimal("18925"),
+        "USD",
+        "784F5XWPLTWKTBV3E584",
+        "XNYS",
+        now,
+    )
+    rng = random.Random(1)
+    context = domain_rules.Context(
+        watched_names=[
+            domain_rules.ListEntry(f"Listed Entity {n} Holdings Limited", "list") for n in range(50)
+        ],
+        counterparty_name="Demo Clearing Broker A",
+        recent_trades=[
+            domain_rules.SeenTrade(
+                f"S-{n}",
+                "ACC-001",
+                rng.choice(["BUY", "SELL"]),
+                "US0378331005",
+                Decimal("189") + n,
+                now - timedelta(seconds=n * 10),
+            )
+            for n in range(20)
+        ],
+        other_holdings={f"ISIN{n}": (Decimal(100), Decimal(50)) for n in range(20)},
+        last_price=domain_rules.PricePoint(Decimal("189"), now, "S-0"),
+        sessions=ExchangeSessions(),
+    )
+    domain_rules.evaluate(trade, rules, context)  # calendars loaded
+    loops = 2000
+    seconds = timeit.timeit(lambda: domain_rules.evaluate(trade, rules, context), number=loops)
+    return seconds / loops * 1e6
+
+
+async def _sample_lag(client: httpx.AsyncClient, stop: asyncio.Event, peaks: list[float]) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(httpx.HTTPError):
+            peaks.append((await _metrics(client))["consumer_lag_messages"])
+        await asyncio.sleep(0.5)
+
+
+async def _evaluated(
+    stack: Stack, trade_ids: list[str], timeout_s: float
+) -> tuple[dict[str, datetime], dict[str, datetime], dict[str, str]]:
+    """When the gateway received each trade and when the monitor evaluated it."""
+    compliance = await asyncpg.connect(
+        asyncpg_dsn(stack.database_url(BY_NAME["compliance_monitor"]))
+    )
+    gateway = await asyncpg.connect(asyncpg_dsn(stack.database_url(BY_NAME["gateway"])))
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = await compliance.fetch(
+                "SELECT trade_id, evaluated_at, outcome FROM evaluations "
+                "WHERE trade_id = ANY($1) AND version = 1",
+                trade_ids,
+            )
+            if len(rows) == len(trade_ids):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(rows)} of {len(trade_ids)} evaluated in {timeout_s}s")
+            await asyncio.sleep(0.25)
+        received = await gateway.fetch(
+            "SELECT trade_id, received_at FROM trades WHERE trade_id = ANY($1)", trade_ids
+        )
+    finally:
+        await compliance.close()
+        await gateway.close()
+    return (
+        {r["trade_id"]: r["received_at"] for r in received},
+        {r["trade_id"]: r["evaluated_at"] for r in rows},
+        {r["trade_id"]: r["outcome"] for r in rows},
+    )
+
+
+async def run(
+    stack: Stack, keys: dict[str, str], *, trades: int = 2000, rate: float = 200
+) -> dict[str, float]:
+    """Send `trades` at `rate` to a running cluster (every default rule on) and measure the
+    compliance monitor: evaluation time per trade and its lag behind intake."""
+    tag = f"{int(time.time())}"
+    orders = bench_trades(trades, tag)
+    async with httpx.AsyncClient(base_url=stack.url("compliance_monitor"), timeout=10) as client:
+        before = await _metrics(client)
+        stop, peaks = asyncio.Event(), [0.0]
+        sampler = asyncio.create_task(_sample_lag(client, stop, peaks))
+        sent = await single_trades_at_rate(stack, keys["trader"], orders, rate)
+        trade_ids: list[str] = sent["trade_ids"]
+        sent_done = datetime.now(UTC)
+        received, evaluated, outcomes = await _evaluated(
+            stack, trade_ids, timeout_s=max(120, trades / 5)
+        )
+        stop.set()
+        await sampler
+        after = await _metrics(client)
+    lags_ms = [
+        (evaluated[t] - received[t]).total_seconds() * 1000 for t in trade_ids if t in received
+    ]
+    count = after.get("_count", 0.0) - before.get("_count", 0.0)
+    total_s = after.get("_sum", 0.0) - before.get("_sum", 0.0)
+    first, last = min(evaluated.values()), max(evaluated.values())
+    span_s = max((last - first).total_seconds(), 1e-9)
+    return {
+        "trades": float(len(trade_ids)),
+        "target_rate_per_s": rate,
+        "achieved_rate_per_s": float(sent["achieved_rate"]),
+        "intake_errors": float(sent["errors"]),
+        "evaluations": count,
+        "evaluation_ms_mean": total_s / count * 1000 if count else float("nan"),
+        "evaluation_ms_p50_bucket": _histogram_quantile(before, after, 0.5) * 1000,
+        "evaluation_ms_p99_bucket": _histogram_quantile(before, after, 0.99) * 1000,
+        "rules_only_us_per_trade": rules_only_microseconds(),
+        "evaluations_per_s": len(evaluated) / span_s,
+        "lag_ms_p50": statistics.median(lags_ms),
+        "lag_ms_p95": percentile(lags_ms, 0.95),
+        "lag_ms_p99": percentile(lags_ms, 0.99),
+        "lag_ms_max": max(lags_ms),
+        "consumer_lag_messages_max": max(peaks),
+        "drain_after_last_trade_s": max((last - sent_done).total_seconds(), 0.0),
+        "held": float(sum(1 for o in outcomes.values() if o == "held")),
+    }
+
+
+def main(*, trades: int, rate: float) -> int:
+    stack = Stack(isolated_config("bench_compliance", extra_env={"LOG_LEVEL": "WARNING"}))
+    try:
+        stack.prepare()
+        stack.start_all()
+        stack.wait_ready(timeout_s=90)
+        keys = set_up_demo(stack, keys_file=None)
+        asyncio.run(_unlimited(stack, "dev-trader"))
+
+        async def measure() -> dict[str, float]:
+            log("warm-up: 300 trades at 100/s")
+            await run(stack, keys, trades=300, rate=100)
+            log(f"compliance: {trades} trades at {rate:.0f}/s, every default rule on")
+            return await run(stack, keys, trades=trades, rate=rate)
+
+        result = asyncio.run(measure())
+    finally:
+        stack.stop_all()
+    write_json(
+        ROOT / "var" / "bench" / "compliance.json",
+        {"when": datetime.now(UTC).isoformat(), **result},
+    )
+    width = max(len(k) for k in result)
+    for name, value in result.items():
+        print(f"  {name:<{width}}  {value:>12.2f}")
+    log(f"figures written to {ROOT / 'var' / 'bench' / 'compliance.json'}")
+    return 0
+
+
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trades", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=200.0)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    arguments = _arguments()
+    raise SystemExit(main(trades=arguments.trades, rate=arguments.rate))
+
+
+__all__ = ["main", "run"]
