@@ -149,7 +149,7 @@ class Verification:
 
 
 def _column_mismatch(record: StoredRecord, fields: RecordFields) -> str | None:
-    expected = {
+    expected: dict[str, str | None] = {
         "event_id": fields.event_id,
         "event_type": fields.event_type,
         "correlation_id": fields.correlation_id,
@@ -157,6 +157,9 @@ def _column_mismatch(record: StoredRecord, fields: RecordFields) -> str | None:
         "actor": fields.actor,
         "source": fields.source,
     }
+    if fields.seq is None:
+        # Written before revision 0003, which added the account column: null for these.
+        expected["account"] = record.account
     for name, value in expected.items():
         if getattr(record, name) != value:
             return f"column {name} does not match the record's content"
