@@ -330,3 +330,37 @@ async def test_a_record_rewritten_with_its_stored_hash_is_caught_by_the_signed_h
             )
             await connection.execute(set_hash, {"hash": original_hash, "i": target - 1})
     assert (await verify(audit, keys))["valid"] is True
+
+
+async def test_a_stored_tree_head_whose_root_was_changed_no_longer_carries_its_signature(
+    keys: dict[str, str],
+    gateway: httpx.AsyncClient,
+    audit: httpx.AsyncClient,
+    databases: dict[str, AsyncEngine],
+) -> None:
+    await trade_records(gateway, audit, keys)
+    engine = databases["audit"]
+
+    async def a_head() -> int | None:
+        async with engine.connect() as connection:
+            size = await connection.scalar(sa.text("SELECT max(tree_size) FROM signed_tree_heads"))
+        return int(size) if size else None
+
+    size = await eventually(a_head, "a signed tree head stored")
+    async with engine.connect() as connection:
+        original = bytes(
+            await connection.scalar(
+                sa.text("SELECT root_hash FROM signed_tree_heads WHERE tree_size = :s"), {"s": size}
+            )
+        )
+    change = sa.text("UPDATE signed_tree_heads SET root_hash = :root WHERE tree_size = :s")
+    async with triggers_off(engine) as connection:
+        await connection.execute(change, {"root": bytes(32), "s": size})
+    try:
+        outcome = await verify(audit, keys)
+        assert outcome["valid"] is False
+        assert f"tree head of {size} records" in outcome["reason"], outcome
+    finally:
+        async with triggers_off(engine) as connection:
+            await connection.execute(change, {"root": original, "s": size})
+    assert (await verify(audit, keys))["valid"] is True

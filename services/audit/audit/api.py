@@ -399,15 +399,32 @@ async def consistency(
 )
 async def verify(principal: Reader, runtime: RuntimeDep) -> VerificationOut:
     async with runtime.sessions() as session:
-        heads = await repository.signed_heads(session)
+        public_key = _signing_key(runtime).public_key()
+        current_key = domain_signing.key_id(public_key)
+        heads: list[domain.SignedHead] = []
+        forged: domain_signing.SignedTreeHead | None = None
+        for signed in await repository.signed_heads(session):
+            if signed.key_id != current_key:
+                continue  # signed before a key rotation: its key is not this service's
+            if not domain_signing.signature_valid(signed, public_key):
+                forged = signed
+                break
+            heads.append(domain.SignedHead(signed.head.tree_size, signed.head.root_hash))
         size = await repository.tree_size(session)
         check = domain.TreeCheck(heads)
-        async for record in repository.records_for_verification(session):
-            if record.seq > size:
-                break  # appended after the size was read
-            if check.feed(record) is not None:
-                break
+        if forged is None:
+            async for record in repository.records_for_verification(session):
+                if record.seq > size:
+                    break  # appended after the size was read
+                if check.feed(record) is not None:
+                    break
         outcome = check.finish(size)
+        if forged is not None:
+            outcome = domain.Verification(
+                False, 0, forged.head.tree_size, forged.head.root_hash, len(heads), None,
+                f"the stored tree head of {forged.head.tree_size} records does not carry its "
+                "signature (altered)",
+            )  # fmt: skip
     async with runtime.sessions() as session:
         await handlers.record_query(
             session,

@@ -11,7 +11,7 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from audit import domain
+from audit import domain, domain_signing
 from audit import domain_merkle as merkle
 from audit.handlers import TREE
 from audit.tables import NodeRow, RecordRow, SignedHeadRow, TreeStateRow
@@ -143,9 +143,22 @@ async def consistency_proof(
     )
 
 
-async def signed_heads(session: AsyncSession) -> list[domain.SignedHead]:
-    rows = await session.execute(sa.select(SignedHeadRow.tree_size, SignedHeadRow.root_hash))
-    return [domain.SignedHead(size, root) for size, root in rows]
+async def signed_heads(session: AsyncSession) -> list[domain_signing.SignedTreeHead]:
+    rows = await session.execute(
+        sa.select(
+            SignedHeadRow.tree_size,
+            SignedHeadRow.root_hash,
+            SignedHeadRow.signed_at,
+            SignedHeadRow.key_id,
+            SignedHeadRow.signature,
+        ).order_by(SignedHeadRow.tree_size)
+    )
+    return [
+        domain_signing.SignedTreeHead(
+            domain_signing.TreeHead(size, bytes(root), signed_at), key_id, bytes(signature)
+        )
+        for size, root, signed_at, key_id, signature in rows
+    ]
 
 
 async def records_for_verification(
