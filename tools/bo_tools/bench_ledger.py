@@ -165,39 +165,49 @@ async def seed_history(database_url: str, account: str, lines: int) -> tuple[dat
                     "INSERT INTO journal_entries (entry_id, trade_id, account, kind, event_id, "
                     "event_type, posted_at, effective_at, version) "
                     "SELECT :p || i, :p || i, :a, 'settled', 'bench', 'bench.seed', now(), "
-                    ":start + make_interval(secs => i * :step), 1 "
+                    "CAST(:start_at AS timestamptz) "
+                    "+ make_interval(secs => i * CAST(:step AS float8)), 1 "
                     "FROM generate_series(1, :n) AS i"
                 ),
-                {"p": prefix, "a": account, "start": start, "step": step_s, "n": entries},
+                {"p": prefix, "a": account, "start_at": start, "step": step_s, "n": entries},
             )
             await connection.execute(
                 sa.text(
                     "INSERT INTO journal_lines (entry_id, line_no, ledger_account, unit, debit, "
                     "credit, effective_at) "
-                    "SELECT :p || i, v.line_no, replace(v.account, '@', :a), v.unit, "
+                    "SELECT :p || i, v.line_no, v.account, v.unit, "
                     "CASE WHEN v.debit THEN (i % 97 + 1) * v.scale ELSE 0 END, "
                     "CASE WHEN v.debit THEN 0 ELSE (i % 97 + 1) * v.scale END, "
-                    ":start + make_interval(secs => i * :step) "
+                    "CAST(:start_at AS timestamptz) "
+                    "+ make_interval(secs => i * CAST(:step AS float8)) "
                     "FROM generate_series(1, :n) AS i, (VALUES "
-                    "(1, 'client:@:securities', :isin, true, 1.0), "
-                    "(2, 'street:" + LEI + ":securities', :isin, false, 1.0), "
-                    "(3, 'street:" + LEI + ":cash', 'USD', true, 10.01), "
-                    "(4, 'client:@:cash', 'USD', false, 10.01)"
+                    "(1, :client_securities, :isin, true, 1.0), "
+                    "(2, :street_securities, :isin, false, 1.0), "
+                    "(3, :street_cash, 'USD', true, 10.01), "
+                    "(4, :client_cash, 'USD', false, 10.01)"
                     ") AS v(line_no, account, unit, debit, scale)"
                 ),
-                {"p": prefix, "a": account, "isin": ISIN, "start": start, "step": step_s,
-                 "n": entries},
+                {"p": prefix, "isin": ISIN, "start_at": start, "step": step_s, "n": entries,
+                 "client_securities": f"client:{account}:securities",
+                 "client_cash": f"client:{account}:cash",
+                 "street_securities": f"street:{LEI}:securities",
+                 "street_cash": f"street:{LEI}:cash"},
             )  # fmt: skip
             await connection.execute(
                 sa.text(
                     "INSERT INTO ledger_accounts (ledger_account, unit, account_type, "
                     "normal_side, owner, asset_class, phase, created_at) VALUES "
-                    "('client:' || :a || ':securities', :isin, 'client', 'debit', :a, "
+                    "(:client_securities, :isin, 'client', 'debit', :a, "
                     "'securities', 'settled', now()), "
-                    "('client:' || :a || ':cash', 'USD', 'client', 'debit', :a, 'cash', "
+                    "(:client_cash, 'USD', 'client', 'debit', :a, 'cash', "
                     "'settled', now()) ON CONFLICT DO NOTHING"
                 ),
-                {"a": account, "isin": ISIN},
+                {
+                    "a": account,
+                    "isin": ISIN,
+                    "client_securities": f"client:{account}:securities",
+                    "client_cash": f"client:{account}:cash",
+                },
             )
         async with engine.connect() as connection:
             await connection.execute(sa.text("COMMIT"))
@@ -313,6 +323,7 @@ async def run(
             key = await _ops_key(database_url)
         log(f"ledger throughput: {trades} trades (capture + settlement) through the topics")
         result = await measure_throughput(stack, database_url, trades)
+        log(f"  {result['journal_lines_per_second']:,.0f} journal lines/s")
         log(f"as-of balances: {history_lines} lines on one account, {queries} queries")
         result |= await measure_as_of(stack, database_url, key, history_lines, queries)
     finally:

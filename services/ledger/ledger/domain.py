@@ -347,7 +347,19 @@ def book_settlement(book: Book, terms: TradeTerms, *, settled_entry_id: str) -> 
         return Decision(skipped="the trade's settlement is booked already")
     version = book.booked_version or 1
     live = book.live_pending
+    settle = terms
     total = settled_in_all(terms, book.partials)
+    if (
+        book.partials
+        and live is not None
+        and net_by_account(live) == net_by_account(pending_entry(terms, entry_id="-"))
+    ):
+        # The confirmation states the whole trade (a netted instruction's does), not its
+        # last part: what is left after the parts settles now.
+        total = terms
+        settle = settled_in_all(terms, book.partials, sign=-1)
+        if settle.quantity <= 0:
+            return Decision(skipped="the partial settlements cover the whole trade")
     entries: list[Entry] = []
     if (book.booked_version is not None or book.refused_version is not None) and (
         live is None or net_by_account(live) != net_by_account(pending_entry(total, entry_id="-"))
@@ -358,20 +370,21 @@ def book_settlement(book: Book, terms: TradeTerms, *, settled_entry_id: str) -> 
         entries.append(
             pending_entry(total, entry_id=rebooked_entry_id(terms.trade_id), version=version)
         )
-    entries.append(settled_entry(terms, entry_id=settled_entry_id, version=version))
+    entries.append(settled_entry(settle, entry_id=settled_entry_id, version=version))
     return Decision(entries=tuple(entries))
 
 
-def settled_in_all(last: TradeTerms, partials: Iterable[Entry]) -> TradeTerms:
-    """The terms settled by the partial settlements and the last confirmation together:
-    each part's quantity and cash are what it moved off the client's pending accounts."""
+def settled_in_all(last: TradeTerms, partials: Iterable[Entry], *, sign: int = 1) -> TradeTerms:
+    """The terms settled by the partial settlements and the last confirmation together
+    (with `sign=-1`: the terms less the parts): each part's quantity and cash are what it
+    moved off the client's pending accounts."""
     quantity, amount = last.quantity, last.amount
     securities = f"client:{last.account}:securities_pending"
     cash = f"client:{last.account}:cash_pending"
     for partial in partials:
         moved = net_by_account(partial)
-        quantity += abs(moved.get((securities, last.isin), Decimal(0)))
-        amount += abs(moved.get((cash, last.currency), Decimal(0)))
+        quantity += sign * abs(moved.get((securities, last.isin), Decimal(0)))
+        amount += sign * abs(moved.get((cash, last.currency), Decimal(0)))
     return TradeTerms(
         trade_id=last.trade_id,
         account=last.account,

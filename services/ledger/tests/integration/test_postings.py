@@ -385,3 +385,27 @@ async def test_as_of_balances_before_between_after_and_with_a_late_posting(
             n=list(names), u=ISIN, at=at,
         )  # fmt: skip
         assert await position(at) == full
+
+
+async def test_a_settlement_stating_the_whole_trade_after_parts_settles_what_is_left(
+    ledger: Ledger,
+) -> None:
+    """A netted instruction's confirmation in full states each trade's whole terms, a
+    single trade's its last part: both leave the trade settled exactly once."""
+    trade = captured(ledger, quantity="100", price="2")
+    await ledger.deliver(
+        handlers.post_trade_capture, ledger.event(gateway_contract.TRADE_CAPTURED, trade)
+    )
+    await ledger.deliver(
+        handlers.post_partial_settlement,
+        ledger.event(handlers.PARTIALLY_SETTLED, settled(trade, "30", "60")),
+    )
+    await ledger.deliver(
+        handlers.post_settlement,
+        ledger.event(settlement_contract.SETTLED, settled(trade, "100", "200")),
+    )
+
+    net = await ledger.net(trade_id=trade["trade_id"])
+    assert {k: v for k, v in net.items() if k[0].endswith("_pending")} == {}
+    assert net[(client(trade, "securities"), ISIN)] == 100
+    assert net[(client(trade, "cash"), "USD")] == -200
