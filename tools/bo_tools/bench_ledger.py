@@ -14,7 +14,9 @@ are then read by the other services too.
 2. As-of latency: a client account is given `history_lines` lines (half that many
    entries, spread over 500 days of effective time) in one statement, then `queries`
    GET /v1/accounts/{account}/balances?as_of=<a random instant of that history> are timed
-   one after the other, and the same query without HTTP.
+   one after the other, then the same query without HTTP (`balances_as_of`, the route's
+   own function, on one connection), then GET /healthz of the same process as a baseline
+   of what HTTP and the process's CPU share cost (the services run at nice 10).
 """
 
 from __future__ import annotations
@@ -243,6 +245,7 @@ async def measure_as_of(
     instants = [first + timedelta(seconds=randomness.random() * span) for _ in range(queries)]
 
     http_ms: list[float] = []
+    healthz_ms: list[float] = []
     async with httpx.AsyncClient(
         base_url=stack.url("ledger"), headers={"Authorization": f"Bearer {key}"}, timeout=10
     ) as client:
@@ -259,6 +262,12 @@ async def measure_as_of(
             )
             http_ms.append((time.perf_counter() - started) * 1000)
             response.raise_for_status()
+        # The same process answering GET /healthz (no database): what HTTP and the
+        # process's share of the CPU cost on their own, to read the figure above against.
+        for _ in instants:
+            started = time.perf_counter()
+            (await client.get("/healthz")).raise_for_status()
+            healthz_ms.append((time.perf_counter() - started) * 1000)
 
     engine = make_engine(database_url, pool_size=1)
     sessions = make_sessionmaker(engine)
@@ -279,6 +288,7 @@ async def measure_as_of(
         "seed_seconds": seed_s,
         "queries": float(queries),
         **_percentiles("as_of_http", http_ms),
+        **_percentiles("healthz_http", healthz_ms),
         **_percentiles("as_of_sql", sql_ms),
     }
 
