@@ -20,9 +20,10 @@ before it), and one statement writes all the entries, lines and new chart accoun
 database's trigger checks every entry's balance and keeps the balance projections). A
 batch of hundreds of events costs a handful of statements instead of a few each.
 
-The client account's balances after each entry, which ledger.posted carries, are the
-balances read plus the lines decided before: exact, because every posting to a client's
-accounts holds that account's lock.
+ledger.posted carries the balance after its entry of every account it changed: for the
+client's accounts, the balances read plus the lines decided before (exact: every posting
+to a client's accounts holds that account's lock); for the shared street accounts, one
+read after the write (see `_announce`).
 """
 
 from __future__ import annotations
@@ -328,6 +329,17 @@ class _Writes:
     entries: list[tuple[domain.Entry, Envelope, datetime]] = field(default_factory=list)
     cancellations: list[dict[str, Any]] = field(default_factory=list)
     exceptions: list[dict[str, Any]] = field(default_factory=list)
+    # The events to publish, in the order of the changes: a posted entry (with the client
+    # balances after it) or a ready envelope (a refusal).
+    announcements: list[_Posted | Envelope] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Posted:
+    entry: domain.Entry
+    cause: Envelope
+    effective_at: datetime
+    client_balances: dict[tuple[str, str], Decimal]
 
 
 def _decide(change: _Change, book: domain.Book) -> domain.Decision:
@@ -394,7 +406,7 @@ async def _apply_changes(uow: UnitOfWork, changes: Sequence[_Change]) -> None:
         for entry in decision.entries:
             trade.entries.append(entry)
             writes.entries.append((entry, change.event, effective_at))
-            _announce(uow, account, entry, change.event, effective_at, now=now)
+            writes.announcements.append(_posted(account, entry, change.event, effective_at))
         if decision.record_cancellation:
             trade.cancelled = True
             writes.cancellations.append(
@@ -408,6 +420,7 @@ async def _apply_changes(uow: UnitOfWork, changes: Sequence[_Change]) -> None:
                 }
             )
     await _write(uow, writes, now=now)
+    await _announce(uow, writes, now=now)
 
 
 def _log_skipped(change: _Change, decision: domain.Decision, version: int) -> None:
@@ -430,16 +443,10 @@ def _log_skipped(change: _Change, decision: domain.Decision, version: int) -> No
         )
 
 
-def _announce(
-    uow: UnitOfWork,
-    account: _Account,
-    entry: domain.Entry,
-    cause: Envelope,
-    effective_at: datetime,
-    *,
-    now: datetime,
-) -> None:
-    """ledger.posted for the entry, with the client account's balances it changed."""
+def _posted(
+    account: _Account, entry: domain.Entry, cause: Envelope, effective_at: datetime
+) -> _Posted:
+    """The entry with the client account's balances right after it."""
     client_names = set(client_account_names(account.account))
     touched: dict[tuple[str, str], Decimal] = {}
     for line in entry.lines:
@@ -447,34 +454,87 @@ def _announce(
             key = (line.ledger_account, line.unit)
             account.balances[key] = account.balances.get(key, Decimal(0)) + line.debit - line.credit
             touched[key] = account.balances[key]
-    uow.outbox.put(
-        new_event(
-            type=contract.POSTED,
-            source="ledger",
-            subject=entry.trade_id,
-            cause=cause,
-            actor="service:ledger",
-            time=now,
-            data=contract.LedgerPosted(
-                entry_id=entry.entry_id,
-                trade_id=entry.trade_id,
-                account=entry.account,
-                kind=entry.kind,
-                lines=_posted_lines(entry.lines),
-                reverses=entry.reverses,
-                version=entry.version,
-                effective_at=effective_at,
-                cause_event_id=str(cause.id),
-                cause_event_type=cause.type,
-                balances=[
-                    contract.PostedBalance(ledger_account=a, unit=u, balance=b)
-                    for (a, u), b in sorted(touched.items())
-                ],
-            ).model_dump(mode="json"),
-        ),
-        topic=LEDGER_EVENTS,
-        key=entry.account,
+    return _Posted(entry, cause, effective_at, touched)
+
+
+_SHARED_BALANCES = sa.text(
+    "SELECT ledger_account, unit, balance FROM account_balances "
+    "WHERE (ledger_account, unit) IN "
+    "(SELECT * FROM unnest(CAST(:accounts AS text[]), CAST(:units AS text[])))"
+)
+
+
+async def _announce(uow: UnitOfWork, writes: _Writes, *, now: datetime) -> None:
+    """Put the batch's events in the outbox in the order of its changes. Each
+    ledger.posted carries the balance after its entry of every account it changed: the
+    client's from the balances read under the account's lock, the shared (street) ones
+    from one read after the write (their rows stay locked by this transaction, so the
+    balance read is the one right after the batch), less what later entries of the
+    batch moved."""
+    posted = [a for a in writes.announcements if isinstance(a, _Posted)]
+    shared = sorted(
+        {
+            (line.ledger_account, line.unit)
+            for p in posted
+            for line in p.entry.lines
+            if (line.ledger_account, line.unit) not in p.client_balances
+        }
     )
+    balances: dict[tuple[str, str], Decimal] = {}
+    if shared:
+        rows = await uow.session.execute(
+            _SHARED_BALANCES,
+            {"accounts": [a for a, _ in shared], "units": [u for _, u in shared]},
+        )
+        balances = {(a, u): b for a, u, b in rows}
+    after: dict[int, dict[tuple[str, str], Decimal]] = {}
+    for index in range(len(writes.announcements) - 1, -1, -1):
+        item = writes.announcements[index]
+        if not isinstance(item, _Posted):
+            continue
+        mine: dict[tuple[str, str], Decimal] = dict(item.client_balances)
+        for line in item.entry.lines:
+            key = (line.ledger_account, line.unit)
+            if key in balances and key not in item.client_balances:
+                mine[key] = balances[key]
+        for line in item.entry.lines:
+            key = (line.ledger_account, line.unit)
+            if key in balances and key not in item.client_balances:
+                balances[key] -= line.debit - line.credit
+        after[index] = mine
+    for index, item in enumerate(writes.announcements):
+        if isinstance(item, Envelope):
+            uow.outbox.put(item, topic=LEDGER_EVENTS, key=str(item.data["account"]))
+            continue
+        entry, cause = item.entry, item.cause
+        uow.outbox.put(
+            new_event(
+                type=contract.POSTED,
+                source="ledger",
+                subject=entry.trade_id,
+                cause=cause,
+                actor="service:ledger",
+                time=now,
+                data=contract.LedgerPosted(
+                    entry_id=entry.entry_id,
+                    trade_id=entry.trade_id,
+                    account=entry.account,
+                    kind=entry.kind,
+                    lines=_posted_lines(entry.lines),
+                    reverses=entry.reverses,
+                    version=entry.version,
+                    effective_at=item.effective_at,
+                    cause_event_id=str(cause.id),
+                    cause_event_type=cause.type,
+                    balances=[
+                        contract.PostedBalance(ledger_account=a, unit=u, balance=b)
+                        for (a, u), b in sorted(after[index].items())
+                    ],
+                ).model_dump(mode="json"),
+            ),
+            topic=LEDGER_EVENTS,
+            key=entry.account,
+        )
 
 
 _POST = sa.text(
@@ -632,7 +692,7 @@ def _refuse(
         version=change.version,
         reason=refused.reason,
     )
-    uow.outbox.put(
+    writes.announcements.append(
         new_event(
             type=contract.POSTING_REFUSED,
             source="ledger",
@@ -641,7 +701,5 @@ def _refuse(
             actor="service:ledger",
             time=now,
             data=body,
-        ),
-        topic=LEDGER_EVENTS,
-        key=change.account,
+        )
     )

@@ -47,9 +47,8 @@ class LedgerPosted(EventData):
     effective_at: datetime | None = None
     cause_event_id: str | None = None
     cause_event_type: str | None = None
-    # The balances, right after the entry, of the client account's ledger accounts (cash
-    # and securities, settled and pending) it changed. Street and firm accounts are shared
-    # by every trade and are read from GET /v1/trial-balance?accounts=true instead.
+    # The balance, right after the entry, of every account and unit it changed (the
+    # client's and the street's, settled and pending).
     balances: list[PostedBalance] | None = None
 
 

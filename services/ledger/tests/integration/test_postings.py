@@ -115,22 +115,42 @@ async def test_a_posting_creates_its_accounts_in_the_chart_with_type_and_normal_
 async def test_ledger_posted_carries_the_balances_the_entry_changed(ledger: Ledger) -> None:
     trade = captured(ledger)
     first = captured(ledger, account=trade["account"], quantity="5", price="2")
-    for t in (first, trade):
-        await ledger.deliver(
-            handlers.post_trade_capture, ledger.event(gateway_contract.TRADE_CAPTURED, t)
-        )
-
-    payloads = await ledger.rows(
-        "SELECT convert_from(payload, 'UTF8')::jsonb -> 'data' FROM outbox "
-        "WHERE event_type = 'ledger.posted' "
-        "AND convert_from(payload, 'UTF8')::jsonb ->> 'subject' = :t",
-        t=trade["trade_id"],
+    # One consumed batch: each event carries the balances right after its own entry.
+    await ledger.deliver_batch(
+        [
+            (handlers.post_trade_capture, ledger.event(gateway_contract.TRADE_CAPTURED, t))
+            for t in (first, trade)
+        ]
     )
-    [data] = [row[0] for row in payloads]
-    balances = {(b["ledger_account"], b["unit"]): Decimal(b["balance"]) for b in data["balances"]}
-    assert balances[(client(trade, "cash_pending"), "USD")] == Decimal("-40.02")
-    assert balances[(client(trade, "securities_pending"), ISIN)] == Decimal("8")
-    assert len(balances) == 2  # the client's accounts
+
+    async def posted(trade_id: str) -> dict[str, Any]:
+        [(data,)] = await ledger.rows(
+            "SELECT convert_from(payload, 'UTF8')::jsonb -> 'data' FROM outbox "
+            "WHERE event_type = 'ledger.posted' "
+            "AND convert_from(payload, 'UTF8')::jsonb ->> 'subject' = :t",
+            t=trade_id,
+        )
+        return dict(data)
+
+    def balances(data: dict[str, Any]) -> dict[tuple[str, str], Decimal]:
+        return {(b["ledger_account"], b["unit"]): Decimal(b["balance"]) for b in data["balances"]}
+
+    early, late = (
+        balances(await posted(first["trade_id"])),
+        balances(await posted(trade["trade_id"])),
+    )
+    assert early[(client(trade, "cash_pending"), "USD")] == Decimal("-10")
+    assert late[(client(trade, "cash_pending"), "USD")] == Decimal("-40.02")
+    assert late[(client(trade, "securities_pending"), ISIN)] == Decimal("8")
+    street = (f"street:{LEI}:cash_pending", "USD")
+    now = await ledger.scalar(
+        "SELECT balance FROM account_balances WHERE ledger_account = :a AND unit = 'USD'",
+        a=street[0],
+    )
+    assert late[street] == now
+    assert early[street] == now - Decimal("30.02")
+    assert len(late) == 4  # every account the entry changed
+    data = await posted(trade["trade_id"])
     assert data["effective_at"].startswith("2026-11-20T14:31:07")
     assert data["cause_event_type"] == "trade.captured"
 
