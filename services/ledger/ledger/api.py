@@ -117,22 +117,21 @@ async def journal(
 # As of an instant T: the daily projection up to T's UTC day, plus the lines of T's day up
 # to T (one index range). The work grows with the number of days with movements, not with
 # the number of lines.
-_AS_OF = sa.text(
-    """
+_AS_OF = """
     SELECT c.ledger_account, c.unit,
       COALESCE((SELECT sum(d.amount) FROM balance_days d
                 WHERE d.ledger_account = c.ledger_account AND d.unit = c.unit
                   AND d.day < :day), 0)
       + COALESCE((SELECT sum(l.debit - l.credit) FROM journal_lines l
                   WHERE l.ledger_account = c.ledger_account AND l.unit = c.unit
-                    AND l.effective_at >= :day_start
-                    AND (l.effective_at < :instant
-                         OR (:inclusive AND l.effective_at = :instant))), 0) AS balance
+                    AND l.effective_at >= :day_start AND l.effective_at {bound} :instant), 0)
     FROM ledger_accounts c
     WHERE c.ledger_account = ANY(:names)
     ORDER BY c.ledger_account, c.unit
-    """
-)
+"""
+# One bound operator each (an OR of the two would not bound the index range).
+_AS_OF_INCLUSIVE = sa.text(_AS_OF.format(bound="<="))
+_AS_OF_EXCLUSIVE = sa.text(_AS_OF.format(bound="<"))
 
 
 async def balances_as_of(
@@ -142,13 +141,12 @@ async def balances_as_of(
     effective at or before `instant` (before it when not `inclusive`)."""
     day = instant.astimezone(UTC).date()
     rows = await session.execute(
-        _AS_OF,
+        _AS_OF_INCLUSIVE if inclusive else _AS_OF_EXCLUSIVE,
         {
             "names": list(names),
             "day": day,
             "day_start": datetime.combine(day, time(), tzinfo=UTC),
             "instant": instant,
-            "inclusive": inclusive,
         },
     )
     return [(a, u, b) for a, u, b in rows]
