@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
+import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from bo_common.auth import Role
+
+if TYPE_CHECKING:
+    from bo_tools.stack import Stack
 
 
 def _keys_create(args: argparse.Namespace) -> int:
@@ -146,11 +152,13 @@ def _run(_: argparse.Namespace) -> int:
         stopping = True
 
     signal.signal(signal.SIGTERM, on_signal)
+    reconciler: subprocess.Popen[bytes] | None = None
     try:
         stack.prepare()
         stack.start_all()
         stack.wait_ready()
-        set_up_demo(stack, config.var_dir / "dev-keys.json")
+        keys = set_up_demo(stack, config.var_dir / "dev-keys.json")
+        reconciler = _start_reconciler(stack, keys["ops"])
         print()
         for service in SERVICES:
             print(f"  {service.name:<20} {stack.url(service.name)}   (docs: /docs)")
@@ -162,14 +170,36 @@ def _run(_: argparse.Namespace) -> int:
                 if process.poll() is not None:
                     log(f"{name} exited ({process.returncode}); restarting it")
                     stack.start(name)
+            if reconciler is not None and reconciler.poll() is not None:
+                reconciler = _start_reconciler(stack, keys["ops"])
             time.sleep(1)
     except KeyboardInterrupt:
         pass
     finally:
         log("stopping...")
+        if reconciler is not None:
+            reconciler.terminate()
         stack.stop_all()
         log("stopped")
     return 0
+
+
+def _start_reconciler(stack: Stack, ops_key: str) -> subprocess.Popen[bytes]:
+    """The scheduled reconciliation: `bo reconcile --every BO_RECONCILE_INTERVAL_S` (900 s)
+    beside the services, each result published on ops.events; its output in the logs."""
+    from bo_tools.ops.config import OpsConfig
+    from bo_tools.stack import lower_priority
+
+    interval = os.environ.get("BO_RECONCILE_INTERVAL_S", "900")
+    out = open(stack.config.log_dir / "reconcile.log", "ab")  # noqa: SIM115 (the process's)
+    return subprocess.Popen(
+        [sys.executable, "-m", "bo_tools.cli", "reconcile", "--every", interval],
+        env={**os.environ, **OpsConfig.for_stack(stack, ops_key=ops_key).environment()},
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: lower_priority(10),
+    )
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -299,6 +299,6 @@ async def replay(
 def _correlation_of(letter: DeadLetter) -> str:
     """The trade the dead message was about, if it was an envelope; else the dead letter."""
     try:
-        return Envelope.from_bytes(letter.value).correlation_id
+        return str(Envelope.from_bytes(letter.value).correlation_id)
     except ValueError:
         return f"dead_letter:{letter.id}"

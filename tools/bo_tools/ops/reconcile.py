@@ -110,12 +110,12 @@ async def collect(config: OpsConfig, scope: Scope) -> Facts:
                 trade_date_to=scope.trade_date_to,
             )
             known = {c.trade_id for c in captured}
-            held = await settlement.trade_ids(
+            in_period = await settlement.trade_ids(
                 settlement_db,
                 trade_date_from=scope.trade_date_from,
                 trade_date_to=scope.trade_date_to,
             )
-            uncaptured["settlement"] = [t for t in held if t not in known]
+            uncaptured["settlement"] = [t for t in in_period if t not in known]
         ids = sorted(known)
         obligations = await settlement.obligations(settlement_db, ids)
         published = await outboxes.published(gateway_db, "gateway", ids)

@@ -44,7 +44,8 @@ async def _lag_from_broker(config: OpsConfig, process: str) -> dict[str, Any] | 
         lag = await probe.lag(service, _subscribed_topics(service), timeout_s=10)
     finally:
         await probe.close()
-    return lag.model_dump(mode="json")
+    answer: dict[str, Any] = lag.model_dump(mode="json")
+    return answer
 
 
 async def _one(client: httpx.AsyncClient, config: OpsConfig, process: str) -> dict[str, Any]:

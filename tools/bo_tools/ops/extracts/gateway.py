@@ -22,7 +22,8 @@ async def captured(
     trade_date_to: date | None = None,
     trade_ids: list[str] | None = None,
 ) -> list[CapturedTrade]:
-    clauses, params = [], {}
+    clauses: list[str] = []
+    params: dict[str, object] = {}
     if trade_date_from is not None:
         clauses.append("trade_date >= :date_from")
         params["date_from"] = trade_date_from

@@ -39,7 +39,8 @@ async def trade_ids(
     trade_date_to: date | None = None,
 ) -> list[str]:
     """The trades settlement holds for a settlement date or a trade-date period."""
-    clauses, params = [], {}
+    clauses: list[str] = []
+    params: dict[str, object] = {}
     if settlement_date is not None:
         clauses.append("settlement_date = :settlement_date")
         params["settlement_date"] = settlement_date
