@@ -14,6 +14,7 @@ import io
 import json
 import subprocess
 import sys
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from bo_common.envelope import new_event
+from bo_common.topics import AUDIT_EVENTS
 from bo_tools.stack import Stack
 from tests.conftest import a_trade, auth, eventually, scalar
 
@@ -177,6 +180,50 @@ async def test_every_event_of_a_trade_is_recorded_once_with_where_it_was_read(
         trade_id=trade_id,
     )
     assert duplicates == 0
+
+
+async def test_a_redelivered_event_is_appended_once(
+    keys: dict[str, str], audit: httpx.AsyncClient, producer: Any, databases: Any
+) -> None:
+    event = new_event(
+        type="audit.redelivery_checked",
+        source="tests",
+        subject=f"redelivery-{uuid.uuid4()}",
+        actor="tests",
+        data={"purpose": "the same event id delivered three times"},
+    )
+    # Twice in one batch, and once more after the first was applied and committed.
+    await producer.send_and_wait(AUDIT_EVENTS, event.to_bytes(), key=b"redelivery")
+    await producer.send_and_wait(AUDIT_EVENTS, event.to_bytes(), key=b"redelivery")
+
+    async def appended() -> int:
+        return int(
+            await scalar(
+                databases["audit"],
+                "SELECT count(*) FROM audit_records WHERE event_id = :id",
+                id=event.id,
+            )
+        )
+
+    assert await eventually(appended, "the event appended") == 1
+    await producer.send_and_wait(AUDIT_EVENTS, event.to_bytes(), key=b"redelivery")
+    marker = new_event(
+        type="audit.redelivery_checked", source="tests", subject="marker", actor="tests", data={}
+    )
+    await producer.send_and_wait(AUDIT_EVENTS, marker.to_bytes(), key=b"redelivery")
+
+    async def marker_appended() -> int:
+        return int(
+            await scalar(
+                databases["audit"],
+                "SELECT count(*) FROM audit_records WHERE event_id = :id",
+                id=marker.id,
+            )
+        )
+
+    # Same key, same partition: once the later marker is in, the third copy was read.
+    await eventually(marker_appended, "the marker appended")
+    assert await appended() == 1
 
 
 async def test_inclusion_proofs_of_a_trade_verify_against_the_signed_head(
