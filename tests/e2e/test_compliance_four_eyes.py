@@ -84,13 +84,19 @@ async def held_trade(
 
 
 async def wait_for_state(
-    gateway: httpx.AsyncClient, keys: dict[str, str], trade_id: str, state: str
+    gateway: httpx.AsyncClient,
+    keys: dict[str, str],
+    trade_id: str,
+    state: str,
+    timeout_s: float = 30,
 ) -> dict[str, Any]:
     async def reached() -> dict[str, Any] | None:
         view = (await gateway.get(f"/v1/trades/{trade_id}", headers=auth(keys["ops"]))).json()
         return view if view.get("state") == state else None
 
-    return await eventually(reached, f"trade {trade_id} {state}")  # type: ignore[no-any-return]
+    return await eventually(  # type: ignore[no-any-return]
+        reached, f"trade {trade_id} {state}", timeout_s=timeout_s
+    )
 
 
 async def decide(
@@ -143,7 +149,8 @@ async def test_a_release_needs_two_officers_and_lets_the_trade_settle(
     assert decision["alert"]["state"] == "closed"
     assert "approved by dev-compliance2" in decision["alert"]["closed_reason"]
 
-    view = await wait_for_state(gateway, keys, trade_id, "settled")
+    # Through settlement, the depository and back: slower than the rest on a loaded machine.
+    view = await wait_for_state(gateway, keys, trade_id, "settled", timeout_s=90)
     released = [e for e in view["timeline"] if e["type"] == "compliance.trade_released"]
     assert [
         (e["data"]["version"], e["data"]["proposed_by"], e["data"]["approved_by"]) for e in released
@@ -176,7 +183,7 @@ async def test_a_rejection_cancels_the_trade_and_reverses_its_pending_entries(
             )
             return response.json()  # type: ignore[no-any-return]
 
-        await eventually(journal, "the pending entry of the held trade")
+        await eventually(journal, "the pending entry of the held trade", timeout_s=90)
 
         proposed = await decide(bob, alert_id, "propose_reject")
         assert proposed.status_code == 200, proposed.text
@@ -192,7 +199,7 @@ async def test_a_rejection_cancels_the_trade_and_reverses_its_pending_entries(
         assert approved.status_code == 200, approved.text
         assert approved.json()["hold"]["state"] == "rejected"
 
-        view = await wait_for_state(gateway, keys, trade_id, "rejected")
+        view = await wait_for_state(gateway, keys, trade_id, "rejected", timeout_s=60)
         rejected = [e for e in view["timeline"] if e["type"] == "compliance.trade_rejected"]
         assert [(e["data"]["proposed_by"], e["data"]["approved_by"]) for e in rejected] == [
             ("key:dev-compliance2", "key:dev-compliance")
@@ -218,7 +225,9 @@ async def test_a_rejection_cancels_the_trade_and_reverses_its_pending_entries(
                     )
             return len(entries) >= 2 and all(total == 0 for total in totals.values())
 
-        await eventually(pending_reversed, "the ledger reversing the rejected trade's entries")
+        await eventually(
+            pending_reversed, "the ledger reversing the rejected trade's entries", timeout_s=90
+        )
 
 
 async def test_only_compliance_officers_decide(

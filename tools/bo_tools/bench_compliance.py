@@ -19,10 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import random
 import statistics
 import time
 import timeit
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -31,7 +33,9 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from stdnum import isin as stdnum_isin
 
+from bo_common.contracts import gateway as gateway_contract
 from bo_common.db import asyncpg_dsn
+from bo_common.envelope import Envelope, new_event
 from bo_tools.bench import _unlimited, percentile, single_trades_at_rate
 from bo_tools.demo import sample_trade, set_up_demo
 from bo_tools.stack import BY_NAME, ROOT, Stack, isolated_config, log, write_json
@@ -176,6 +180,91 @@ def rules_only_microseconds() -> float:
     return seconds / loops * 1e6
 
 
+def _captured(order: dict[str, str], at: datetime) -> Envelope:
+    """The trade.captured event the gateway would publish for this order."""
+    quantity, price = Decimal(order["quantity"]), Decimal(order["price"])
+    trade_id = str(uuid.uuid4())
+    data = gateway_contract.TradeCaptured.model_validate(
+        {**order, "trade_id": trade_id, "gross_amount": quantity * price, "desk": "DEMO"}
+    )
+    return new_event(
+        type=gateway_contract.TRADE_CAPTURED,
+        source="gateway",
+        subject=trade_id,
+        actor="bench",
+        data=data.model_dump(mode="json"),
+        time=at,
+    )
+
+
+async def handler_benchmark(trades: int = 2000, batch: int = 100) -> dict[str, float]:
+    """The monitor's evaluation alone, in this process, on a database of its own built by
+    its migrations with the default rules and the demo lists: trade.captured events applied
+    `batch` to a transaction as the consume loop does (no broker, no other service). Wall
+    and CPU time per trade: what a replica of the monitor can sustain."""
+    from bo_common.auth import Principal, Role
+    from bo_common.db import make_engine, make_sessionmaker, run_migrations
+    from bo_common.unit_of_work import UnitOfWork
+    from compliance_monitor import casework, handlers
+
+    stack = Stack(isolated_config("bench_compliance_handler"))
+    await asyncio.to_thread(stack.ensure_postgres)
+    await asyncio.to_thread(stack.create_databases)  # it runs its own event loop
+    service = BY_NAME["compliance_monitor"]
+    url = stack.database_url(service)
+    await asyncio.to_thread(run_migrations, service.migrations.parent, url)
+    engine = make_engine(url, pool_size=2)
+    sessions = make_sessionmaker(engine)
+    officer = Principal(uuid.uuid4(), "bench-officer", Role.COMPLIANCE, None)
+    try:
+        lists = json.loads((ROOT / "services/compliance_monitor/demo/lists.json").read_text())
+        for entry in lists["restricted"]:
+            async with UnitOfWork(sessions) as uow:
+                await casework.add_list_entry(
+                    uow, list_="restricted", value=entry["isin"], reason="bench", actor="bench"
+                )
+        for entry in lists["watch"]:
+            list_, value = (
+                ("watch_lei", entry["lei"]) if "lei" in entry else ("watch_name", entry["name"])
+            )
+            async with UnitOfWork(sessions) as uow:
+                await casework.add_list_entry(
+                    uow, list_=list_, value=value, reason="bench", actor="bench"
+                )
+        for party in lists["counterparties"]:
+            async with UnitOfWork(sessions) as uow:
+                await casework.name_counterparty(
+                    uow, lei=party["lei"], name=party["name"], actor=officer.actor
+                )
+        # Every event after the lists are in force.
+        at = datetime.now(UTC) + timedelta(seconds=3)
+        events = [_captured(order, at) for order in bench_trades(trades + 200, "handler")]
+
+        async def apply(chunk: list[Envelope]) -> None:
+            async with sessions() as session, session.begin():
+                uow = UnitOfWork.bound(session)
+                for event in chunk:
+                    await handlers.evaluate_trade(event, uow)
+                await uow.flush()
+
+        for start in range(0, 200, batch):  # warm-up: calendars, statement caches
+            await apply(events[start : start + batch])
+        measured = events[200:]
+        wall, cpu = time.perf_counter(), time.process_time()
+        for start in range(0, len(measured), batch):
+            await apply(measured[start : start + batch])
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    finally:
+        await engine.dispose()
+    return {
+        "handler_trades": float(len(measured)),
+        "handler_batch": float(batch),
+        "handler_ms_per_trade": wall / len(measured) * 1000,
+        "handler_cpu_ms_per_trade": cpu / len(measured) * 1000,
+        "handler_trades_per_s": len(measured) / wall,
+    }
+
+
 async def _sample_lag(client: httpx.AsyncClient, stop: asyncio.Event, peaks: list[float]) -> None:
     while not stop.is_set():
         with contextlib.suppress(httpx.HTTPError):
@@ -266,6 +355,8 @@ async def run(
 
 
 def main(*, trades: int, rate: float) -> int:
+    log(f"the evaluation alone: {trades} trade.captured events, 100 a transaction")
+    alone = asyncio.run(handler_benchmark(trades))
     stack = Stack(isolated_config("bench_compliance", extra_env={"LOG_LEVEL": "WARNING"}))
     try:
         stack.prepare()
@@ -280,7 +371,7 @@ def main(*, trades: int, rate: float) -> int:
             log(f"compliance: {trades} trades at {rate:.0f}/s, every default rule on")
             return await run(stack, keys, trades=trades, rate=rate)
 
-        result = asyncio.run(measure())
+        result = {**alone, **asyncio.run(measure())}
     finally:
         stack.stop_all()
     write_json(

@@ -14,10 +14,12 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import Histogram
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm.attributes import set_committed_value
 
 from bo_common.contracts import compliance as contract
 from bo_common.contracts import gateway as gateway_contract
@@ -136,8 +138,7 @@ async def _evaluate_version(
         raise domain.ComplianceError(f"version {trade.version} was not decided")
 
     now = datetime.now(UTC)
-    await _project(uow, row, facts)
-    row.version = change.state.version
+    await _project(uow, row, facts, change.state.version)
     uow.session.add(
         EvaluationRow(
             trade_id=trade.trade_id,
@@ -253,18 +254,23 @@ async def _context(
         restricted[trade.isin] = reason
     if (reason := reference.reason("watch_lei", trade.counterparty_lei, at)) is not None:
         watched_leis[trade.counterparty_lei] = reason
-    recent: list[domain_rules.SeenTrade] = []
+    # What the stateful rules need from the projection, in one round trip: the trades seen
+    # around this one (wash), the account's positions with their last prices in the trade's
+    # currency (position, concentration) and the ISIN's last price (price deviation).
+    parts: list[sa.Select[Any]] = []
     accounts, window_s = domain_rules.wash_lookup(rules, trade.account)
     if accounts:
         window = timedelta(seconds=window_s)
-        seen = await session.execute(
+        parts.append(
             sa.select(
+                sa.literal("seen").label("part"),
                 TradeRow.trade_id,
                 TradeRow.account,
                 TradeRow.side,
                 TradeRow.isin,
                 TradeRow.price,
                 TradeRow.trade_time,
+                sa.cast(sa.null(), sa.Numeric).label("quantity"),
             ).where(
                 TradeRow.isin == trade.isin,
                 TradeRow.trade_time.between(trade.trade_time - window, trade.trade_time + window),
@@ -273,12 +279,19 @@ async def _context(
                 TradeRow.trade_id != trade.trade_id,
             )
         )
-        recent = [domain_rules.SeenTrade(*values) for values in seen]
-    position = Decimal(0)
-    holdings: dict[str, tuple[Decimal, Decimal]] = {}
-    if "concentration_limit" in kinds:
-        for isin, quantity, price in await session.execute(
-            sa.select(PositionRow.isin, PositionRow.quantity, LastPriceRow.price)
+    if kinds & {"concentration_limit", "position_limit"}:
+        holdings_query = (
+            sa.select(
+                sa.literal("holding").label("part"),
+                sa.cast(sa.null(), sa.Text),
+                sa.cast(sa.null(), sa.Text),
+                sa.cast(sa.null(), sa.Text),
+                PositionRow.isin,
+                LastPriceRow.price,
+                sa.cast(sa.null(), sa.DateTime(timezone=True)),
+                PositionRow.quantity,
+            )
+            .select_from(PositionRow)
             .join(
                 LastPriceRow,
                 sa.and_(
@@ -288,33 +301,52 @@ async def _context(
                 isouter=True,
             )
             .where(PositionRow.account == trade.account)
-        ):
-            if isin == trade.isin:
+        )
+        if "concentration_limit" not in kinds:
+            holdings_query = holdings_query.where(PositionRow.isin == trade.isin)
+        parts.append(holdings_query)
+    if "price_deviation" in kinds:
+        parts.append(
+            sa.select(
+                sa.literal("last").label("part"),
+                LastPriceRow.trade_id,
+                sa.cast(sa.null(), sa.Text),
+                sa.cast(sa.null(), sa.Text),
+                LastPriceRow.isin,
+                LastPriceRow.price,
+                LastPriceRow.trade_time,
+                sa.cast(sa.null(), sa.Numeric),
+            ).where(LastPriceRow.isin == trade.isin, LastPriceRow.currency == trade.currency)
+        )
+    recent: list[domain_rules.SeenTrade] = []
+    position = Decimal(0)
+    holdings: dict[str, tuple[Decimal, Decimal]] = {}
+    last_price = None
+    if parts:
+        query = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+        for (
+            part,
+            trade_id,
+            account,
+            side,
+            isin,
+            price,
+            trade_time,
+            quantity,
+        ) in await session.execute(query):
+            if part == "seen":
+                recent.append(
+                    domain_rules.SeenTrade(trade_id, account, side, isin, price, trade_time)
+                )
+            elif part == "last":
+                last_price = domain_rules.PricePoint(price, trade_time, trade_id)
+            elif isin == trade.isin:
                 position = quantity
             elif price is not None:
                 holdings[isin] = (quantity, price)
-    elif "position_limit" in kinds:
-        position = (
-            await session.scalar(
-                sa.select(PositionRow.quantity).where(
-                    PositionRow.account == trade.account, PositionRow.isin == trade.isin
-                )
-            )
-        ) or Decimal(0)
     if row.isin == trade.isin and row.side is not None and row.quantity is not None:
         # An older version of this trade is in the position: this version replaces it.
         position -= domain_rules.signed_quantity(row.side, row.quantity)
-    last_price = None
-    if "price_deviation" in kinds:
-        point = (
-            await session.execute(
-                sa.select(LastPriceRow.price, LastPriceRow.trade_time, LastPriceRow.trade_id).where(
-                    LastPriceRow.isin == trade.isin, LastPriceRow.currency == trade.currency
-                )
-            )
-        ).first()
-        if point is not None:
-            last_price = domain_rules.PricePoint(*point)
     return domain_rules.Context(
         restricted=restricted,
         watched_leis=watched_leis,
@@ -343,36 +375,67 @@ async def _move_position(uow: UnitOfWork, account: str, isin: str, quantity: Dec
     )
 
 
-async def _project(uow: UnitOfWork, row: TradeRow, trade: domain_rules.TradeFacts) -> None:
-    """The version's terms replace the older version's in the positions; its price becomes
-    the last price if it is the latest trade seen in the ISIN (see domain.Projection)."""
+async def _project(
+    uow: UnitOfWork, row: TradeRow, trade: domain_rules.TradeFacts, version: int
+) -> None:
+    """The version's terms replace the older version's in the trade's row and in the
+    positions; its price becomes the last price if it is the latest trade seen in the ISIN
+    (see domain.Projection). One statement: two data-modifying CTEs and the row's update."""
+    moves: dict[str, Decimal] = {trade.isin: trade.signed_quantity}
     if row.isin is not None and row.side is not None and row.quantity is not None:
-        await _move_position(
-            uow, row.account, row.isin, -domain_rules.signed_quantity(row.side, row.quantity)
+        moves[row.isin] = moves.get(row.isin, Decimal(0)) - domain_rules.signed_quantity(
+            row.side, row.quantity
         )
-    await _move_position(uow, trade.account, trade.isin, trade.signed_quantity)
-    row.side, row.isin, row.quantity = trade.side, trade.isin, trade.quantity
-    row.price, row.currency, row.trade_time = trade.price, trade.currency, trade.trade_time
-    statement = insert(LastPriceRow).values(
+    positions = insert(PositionRow).values(
+        [
+            {"account": trade.account, "isin": isin, "quantity": quantity}
+            for isin, quantity in sorted(moves.items())
+            if quantity != 0
+        ]
+        or [{"account": trade.account, "isin": trade.isin, "quantity": Decimal(0)}]
+    )
+    positions = positions.on_conflict_do_update(
+        index_elements=[PositionRow.account, PositionRow.isin],
+        set_={"quantity": PositionRow.quantity + positions.excluded.quantity},
+    )
+    prices = insert(LastPriceRow).values(
         isin=trade.isin,
         currency=trade.currency,
         price=trade.price,
         trade_time=trade.trade_time,
         trade_id=trade.trade_id,
     )
-    await uow.session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[LastPriceRow.isin, LastPriceRow.currency],
-            set_={
-                "price": statement.excluded.price,
-                "trade_time": statement.excluded.trade_time,
-                "trade_id": statement.excluded.trade_id,
-            },
-            # domain_rules.newer_price: the latest in trade time wins, the trade id breaks ties.
-            where=sa.tuple_(LastPriceRow.trade_time, LastPriceRow.trade_id)
-            <= sa.tuple_(statement.excluded.trade_time, statement.excluded.trade_id),
-        )
+    prices = prices.on_conflict_do_update(
+        index_elements=[LastPriceRow.isin, LastPriceRow.currency],
+        set_={
+            "price": prices.excluded.price,
+            "trade_time": prices.excluded.trade_time,
+            "trade_id": prices.excluded.trade_id,
+        },
+        # domain_rules.newer_price: the latest in trade time wins, the trade id breaks ties.
+        where=sa.tuple_(LastPriceRow.trade_time, LastPriceRow.trade_id)
+        <= sa.tuple_(prices.excluded.trade_time, prices.excluded.trade_id),
     )
+    terms = {
+        "version": version,
+        "side": trade.side,
+        "isin": trade.isin,
+        "quantity": trade.quantity,
+        "price": trade.price,
+        "currency": trade.currency,
+        "trade_time": trade.trade_time,
+    }
+    await uow.session.execute(
+        sa.update(TradeRow)
+        .where(TradeRow.trade_id == trade.trade_id)
+        .values(**terms)
+        .add_cte(positions.cte("moved"))
+        .add_cte(prices.cte("priced"))
+        .execution_options(synchronize_session=False)
+    )
+    # The row now holds these terms: the ORM must not write them again.
+    for name, value in terms.items():
+        set_committed_value(row, name, value)
 
 
 # -- shared with the API's use cases ----------------------------------------------------------
