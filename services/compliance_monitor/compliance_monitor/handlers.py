@@ -48,8 +48,8 @@ log = get_logger(__name__)
 
 EVALUATION_SECONDS = Histogram(
     "bo_compliance_evaluation_seconds",
-    "Time to evaluate one trade version: load rules, lists and projection, run every rule, "
-    "store the result (inside the consumed batch's transaction)",
+    "Time to evaluate one trade version: lock the trade, read rules, lists and projection, "
+    "run every rule, store the result (inside the consumed batch's transaction)",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
 )
 SESSIONS = ExchangeSessions()
@@ -106,12 +106,12 @@ async def cancel_trade(event: Envelope, uow: UnitOfWork) -> None:
 async def _evaluate_version(
     event: Envelope, uow: UnitOfWork, trade: gateway_contract.TradeCaptured
 ) -> None:
+    started = time.perf_counter()
     row, state = await lock_trade(uow, trade.trade_id, trade.account)
     ignored = domain.why_ignored(state, trade.version)
     if ignored is not None:  # a redelivery, a replay, a late arrival or a cancelled trade
         log.info("trade_event_ignored", trade_id=trade.trade_id, why=ignored)
         return
-    started = time.perf_counter()
     facts = domain_rules.TradeFacts(
         trade_id=trade.trade_id,
         version=trade.version,
