@@ -10,7 +10,9 @@ are then read by the other services too.
    settlement.settled on settlement.events (12 journal lines a trade: 4 pending, 8
    settled), produced as fast as the broker takes them. The rate is the lines the ledger
    wrote divided by the time between its first and its last posting (`posted_at`), so it
-   does not count the time the events took to reach the broker.
+   does not count the time the events took to reach the broker. On a shared machine the
+   rate follows the load (the services run at nice 10); `journal_lines_per_cpu_second`
+   (CPU of the ledger process and its PostgreSQL backends, from /proc) does not.
 2. As-of latency: a client account is given `history_lines` lines (half that many
    entries, spread over 500 days of effective time) in one statement, then `queries`
    GET /v1/accounts/{account}/balances?as_of=<a random instant of that history> are timed
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import secrets
 import statistics
@@ -30,6 +33,7 @@ import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -103,6 +107,33 @@ def _events(run: str, trades: int) -> tuple[list[tuple[str, bytes]], list[tuple[
     return captures, settlements
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc), 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _cpu_of_ledger(stack: Stack, engine: Any) -> float:
+    """CPU seconds used so far by the ledger's process and by the PostgreSQL backends
+    serving its database (0 for a ledger this bench did not start)."""
+    process = stack.processes.get("ledger")
+    total = _cpu_seconds(process.pid) if process is not None else 0.0
+    async with engine.connect() as connection:
+        pids = (
+            await connection.execute(
+                sa.text(
+                    "SELECT pid FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        ).scalars()
+        total += sum(_cpu_seconds(pid) for pid in pids)
+    return total
+
+
 async def measure_throughput(stack: Stack, database_url: str, trades: int) -> dict[str, float]:
     run = uuid.uuid4().hex[:8]
     captures, settlements = _events(run, trades)
@@ -112,6 +143,7 @@ async def measure_throughput(stack: Stack, database_url: str, trades: int) -> di
     )
     engine = create_async_engine(database_url, pool_size=1)
     try:
+        cpu_before = await _cpu_of_ledger(stack, engine)
         started = time.monotonic()
         for topic, events in ((TRADE_EVENTS, captures), (SETTLEMENT_EVENTS, settlements)):
             for key, value in events:
@@ -135,6 +167,7 @@ async def measure_throughput(stack: Stack, database_url: str, trades: int) -> di
                 raise TimeoutError(f"the ledger applied {lines} of {expected} lines")
             await asyncio.sleep(0.25)
         wall_s = time.monotonic() - started
+        cpu_s = await _cpu_of_ledger(stack, engine) - cpu_before
     finally:
         await producer.stop()
         await engine.dispose()
@@ -147,6 +180,11 @@ async def measure_throughput(stack: Stack, database_url: str, trades: int) -> di
         "journal_lines_per_second": lines / apply_s,
         "wall_seconds": wall_s,
         "wall_journal_lines_per_second": lines / wall_s,
+        # Independent of how loaded the machine is: lines per CPU second spent by the
+        # ledger process and its PostgreSQL backends (the broker's share not counted).
+        "ledger_and_database_cpu_seconds": cpu_s,
+        "journal_lines_per_cpu_second": lines / cpu_s if cpu_s else 0.0,
+        "load_average_1m": os.getloadavg()[0],
     }
 
 
