@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bo_common.contracts import compliance as compliance_contract
 from bo_common.contracts import gateway as contract
 from bo_common.envelope import Envelope, new_event
 from bo_common.topics import COMPLIANCE_EVENTS, TRADE_EVENTS
@@ -390,17 +391,21 @@ async def test_a_rejection_by_compliance_voids_the_pending_entry_once(
     trade_id = trade["trade_id"]
     [pending] = await wait_journal(ledger, trade_id, ["pending"])
     rejection = new_event(
-        type="compliance.trade_rejected",
+        type=compliance_contract.TRADE_REJECTED,
         source="compliance_monitor",
         subject=trade_id,
         correlation_id=trade_id,
         actor="test:ledger-changes",
-        data={
-            "trade_id": trade_id,
-            "account": trade["account"],
-            "version": 1,
-            "reason": "rejected by two officers",
-        },
+        data=compliance_contract.HoldDecided(
+            trade_id=trade_id,
+            account=trade["account"],
+            version=1,
+            reason="rejected by two officers",
+            proposed_by="key:officer-1",
+            proposal_reason="sanctioned counterparty",
+            approved_by="key:officer-2",
+            approval_reason="agreed",
+        ).model_dump(mode="json"),
     )
 
     for _ in range(2):  # delivered twice: voided once

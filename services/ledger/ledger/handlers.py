@@ -39,6 +39,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 
+from bo_common.contracts import compliance as compliance_contract
 from bo_common.contracts import gateway as gateway_contract
 from bo_common.contracts import ledger as contract
 from bo_common.contracts import settlement as settlement_contract
@@ -61,15 +62,16 @@ from ledger.tables import CancellationRow, ExceptionRow
 log = get_logger(__name__)
 
 # Published by compliance_monitor on compliance.events when two officers reject a held
-# trade, and by settlement for each part a depository settles. Named here until their
-# contract modules name them.
-TRADE_REJECTED = "compliance.trade_rejected"
+# trade, and by settlement for each part a depository settles (not yet named by its
+# contract module).
+TRADE_REJECTED = compliance_contract.TRADE_REJECTED
 PARTIALLY_SETTLED = "settlement.partially_settled"
 
 
 class TradeRejected(EventData):
-    """What the ledger reads of compliance.trade_rejected: a rejection cancels the trade
-    downstream, so the ledger voids its pending entries as for a cancellation."""
+    """What the ledger reads of compliance.trade_rejected (a `HoldDecided`): a rejection
+    cancels the trade downstream, so the ledger voids its pending entries as for a
+    cancellation. Only these fields, so that the ledger does not depend on the rest."""
 
     trade_id: str
     account: str
