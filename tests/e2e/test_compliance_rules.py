@@ -298,7 +298,7 @@ async def test_the_demo_lists_hold_trades_out_of_the_box(
 ) -> None:
     entries = (await compliance.get("/v1/watch-list")).json()
     await in_force(max(e["added_at"] for e in entries))
-    restricted, _ = await desk.trade(isin="US88160R1014")
+    restricted, _ = await desk.trade(isin="US36467W1099")
     by_name, alerts = await desk.trade(counterparty_lei="984500DEM0NAMEMATC09")
     by_lei, _ = await desk.trade(counterparty_lei="984500DEM0WATCH0LE78")
 
