@@ -384,4 +384,4 @@ async def test_the_openapi_document_has_examples_and_every_error_for_every_route
             for status in expected:
                 assert "application/problem+json" in responses[status]["content"]
             checked += 1
-    assert checked == 7
+    assert checked == 8  # the seven trade routes and GET /v1/ops/status

@@ -50,7 +50,7 @@ from bo_common.metrics import (
 from bo_common.outbox import INBOX, PlumbingSchema
 from bo_common.settings import KafkaSettings
 from bo_common.topics import dead_letter_topic
-from bo_common.tracing import TRACEPARENT, span_from_headers
+from bo_common.tracing import TRACEPARENT, cause_traces, current_traceparent, span_from_headers
 from bo_common.unit_of_work import UnitOfWork
 
 log = get_logger(__name__)
@@ -230,6 +230,15 @@ class ConsumeLoop:
         rolled back and the batch is applied again message by message, each in its own
         savepoint with bounded retries, so that only the bad message is dead-lettered.
         """
+        token = cause_traces.set({})
+        try:
+            await self._apply_in_transaction(batches)
+        finally:
+            cause_traces.reset(token)
+
+    async def _apply_in_transaction(
+        self, batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    ) -> None:
         async with self._sessions() as session, session.begin():
             uow = UnitOfWork.bound(session)
             work: list[_Work] = []
@@ -310,6 +319,10 @@ class ConsumeLoop:
                     },
                 ),
             ):
+                traces = cause_traces.get()
+                traceparent = current_traceparent()
+                if traces is not None and traceparent is not None:
+                    traces[item.event_id] = traceparent
                 started = time.perf_counter()
                 yield
                 EVENT_SECONDS.labels(self.name, item.record.topic).observe(

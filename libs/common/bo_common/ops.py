@@ -139,6 +139,49 @@ OPS_STATUS_EXAMPLE = {
 }
 
 
+def _problem(status: int, description: str, title: str, detail: str) -> dict[str, object]:
+    example = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": "/v1/ops/status",
+    }
+    answer: dict[str, object] = {
+        "description": description,
+        "content": {"application/problem+json": {"example": example}},
+    }
+    if status in (429, 503):
+        answer["headers"] = {
+            "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds"}
+        }
+    return answer
+
+
+OPS_STATUS_RESPONSES: dict[int | str, dict[str, object]] = {
+    200: {"content": {"application/json": {"example": OPS_STATUS_EXAMPLE}}},
+    401: _problem(401, "No valid API key", "Not authenticated", "unknown or revoked API key"),
+    403: _problem(
+        403,
+        "The key's role is not compliance, ops or admin",
+        "Forbidden",
+        "role 'trader' may not do this (needs: compliance, ops, admin)",
+    ),
+    429: _problem(
+        429,
+        "Over the key's rate limit; wait `Retry-After` seconds",
+        "Too many requests",
+        "rate limit of 200 requests/s for this key exceeded; retry after 1 s",
+    ),
+    503: _problem(
+        503,
+        "The database is unavailable; retry after `Retry-After`",
+        "Service unavailable",
+        "the database is unavailable or busy; nothing was applied, retry shortly",
+    ),
+}
+
+
 async def outbox_status(engine: AsyncEngine, *, now: datetime | None = None) -> OutboxStatus:
     now = now or datetime.now(UTC)
     async with engine.connect() as connection:

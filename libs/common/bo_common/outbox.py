@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,7 +16,13 @@ from bo_common.db import OutboxRow
 from bo_common.envelope import Envelope
 from bo_common.logs import get_logger
 from bo_common.metrics import OUTBOX_PENDING, OUTBOX_PUBLISHED
-from bo_common.tracing import ANY_TRADE, current_traceparent, kafka_headers, trace_owner
+from bo_common.tracing import (
+    ANY_TRADE,
+    cause_traces,
+    current_traceparent,
+    kafka_headers,
+    trace_owner,
+)
 
 log = get_logger(__name__)
 
@@ -66,6 +73,7 @@ INBOX = sa.table(
     sa.column("topic", sa.Text),
     sa.column("traceparent", sa.Text),
 )
+_NO_CAUSE = uuid.UUID(int=0)
 # Set on a row whose trace is to be taken from its trade's earlier outbox rows.
 _LOOK_UP = "_look_up_trace"
 
@@ -114,12 +122,16 @@ class Outbox:
             "payload": event.to_bytes(),
         }
         if PlumbingSchema.trace_columns:
-            owner = trace_owner.get()
-            row["traceparent"] = current_traceparent()
             row["correlation_id"] = event.correlation_id
-            # Caused by something that is not this trade's (a cycle over many trades):
-            # the trade's own trace, if this service has written an event of it before.
-            row[_LOOK_UP] = owner != ANY_TRADE and owner != event.correlation_id
+            caused_in = (cause_traces.get() or {}).get(event.causation_id or _NO_CAUSE)
+            owner = trace_owner.get()
+            if caused_in is not None:  # the trace of the consumed event that caused it
+                row["traceparent"], row[_LOOK_UP] = caused_in, False
+            else:
+                row["traceparent"] = current_traceparent()
+                # Caused by something that is not this trade's (a cycle over many trades):
+                # the trade's own trace, if this service has written an event of it before.
+                row[_LOOK_UP] = owner != ANY_TRADE and owner != event.correlation_id
         self._rows.append(row)
 
     def put_raw(

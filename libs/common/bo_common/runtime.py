@@ -34,7 +34,7 @@ from bo_common.metrics import (
     watch_pool,
 )
 from bo_common.ops import (
-    OPS_STATUS_EXAMPLE,
+    OPS_STATUS_RESPONSES,
     LagProbe,
     OpsStatus,
     dead_letters,
@@ -440,11 +440,7 @@ def build_app(
             "service last consumed and published. Roles: compliance, ops, admin. The fields "
             "are stable: new ones may be added, none renamed or removed."
         ),
-        responses={
-            200: {"content": {"application/json": {"example": OPS_STATUS_EXAMPLE}}},
-            401: {"description": "No key, or an unknown or revoked key"},
-            403: {"description": "The key's role is not compliance, ops or admin"},
-        },
+        responses=OPS_STATUS_RESPONSES,
     )
     async def ops_status(
         _principal: Annotated[Principal, Depends(roles(*READERS))],

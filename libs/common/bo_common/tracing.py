@@ -16,6 +16,7 @@ variables) or console.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Literal
@@ -33,6 +34,10 @@ TRACEPARENT = "traceparent"
 # work covers many trades (a raw depository message), so each trade keeps its own trace.
 ANY_TRADE = "*"
 trace_owner: ContextVar[str | None] = ContextVar("trace_owner", default=None)
+# Within a consumed batch: the `traceparent` of each applied event's span, by event id. An
+# event put in the outbox after its cause's span ended (a set-based handler writes at the
+# unit of work's flush) takes the trace of its cause (`causation_id`) from here.
+cause_traces: ContextVar[dict[uuid.UUID, str] | None] = ContextVar("cause_traces", default=None)
 
 _propagator = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("bo_common")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
@@ -13,9 +14,12 @@ from hypothesis import strategies as st
 from opentelemetry.trace import SpanKind
 
 from bo_common.auth import generate_key
+from bo_common.envelope import Envelope, new_event
 from bo_common.logs import REDACTED, configure_logging, get_logger, redact_text
+from bo_common.outbox import Outbox, PlumbingSchema
 from bo_common.tracing import (
     ANY_TRADE,
+    cause_traces,
     configure_tracing,
     current_trace_id,
     current_traceparent,
@@ -86,3 +90,60 @@ def test_without_headers_a_new_trace_starts() -> None:
     assert current_traceparent() is None
     assert trace_id_of("not a traceparent") is None
     assert kafka_headers(None) is None
+
+
+def _traced_outbox() -> Outbox:
+    outbox = Outbox(session=None)  # type: ignore[arg-type]  (put() does not touch it)
+    return outbox
+
+
+def _event(correlation_id: str, cause: Envelope | None = None) -> Envelope:
+    return new_event(
+        type="ledger.posted",
+        source="ledger",
+        subject=correlation_id,
+        data={},
+        actor="service:ledger",
+        correlation_id=correlation_id,
+        cause=cause,
+    )
+
+
+@pytest.fixture
+def trace_columns() -> Iterator[None]:
+    before = PlumbingSchema.trace_columns
+    PlumbingSchema.trace_columns = True
+    yield
+    PlumbingSchema.trace_columns = before
+
+
+def test_an_event_put_after_its_causes_span_ended_keeps_the_causes_trace(
+    trace_columns: None,
+) -> None:
+    cause = _event("T-1")
+    caused_in = f"00-{secrets.token_hex(16)}-{'4' * 16}-01"
+    token = cause_traces.set({cause.id: caused_in})
+    try:
+        outbox = _traced_outbox()
+        outbox.put(_event("T-1", cause=cause), topic="ledger.events", key="ACC-001")
+    finally:
+        cause_traces.reset(token)
+    (row,) = outbox._rows
+    assert row["traceparent"] == caused_in
+    assert row["correlation_id"] == "T-1"
+
+
+def test_an_event_of_another_trade_than_the_span_looks_up_its_trades_trace(
+    trace_columns: None,
+) -> None:
+    outbox = _traced_outbox()
+    with span_from_headers("consume", {}, kind=SpanKind.CONSUMER, owner="T-1"):
+        outbox.put(_event("T-1"), topic="ledger.events", key=None)
+        outbox.put(_event("T-2"), topic="ledger.events", key=None)
+    with span_from_headers("request", {}, kind=SpanKind.SERVER, owner=ANY_TRADE):
+        outbox.put(_event("T-3"), topic="ledger.events", key=None)
+    same, other, request = outbox._rows
+    assert same["_look_up_trace"] is False and trace_id_of(same["traceparent"])
+    # Its trade's trace comes from the service's earlier outbox rows at flush.
+    assert other["_look_up_trace"] is True
+    assert request["_look_up_trace"] is False and trace_id_of(request["traceparent"])
