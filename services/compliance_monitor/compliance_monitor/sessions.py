@@ -45,8 +45,21 @@ class ExchangeSessions:
 
 @lru_cache(maxsize=65_536)
 def _is_open(name: str, minute: datetime) -> bool | None:
+    """Open at this minute: within a session's open (included) and close (excluded),
+    outside its lunch break. Read from the calendar's session table: the minute-level API
+    (`is_open_on_minute`, `first_minute`) builds an array of every minute of the calendar's
+    twenty years on first use, which takes seconds and stalled the first evaluations."""
     calendar = _calendar(name)
     stamp = pd.Timestamp(minute)
-    if not calendar.first_minute <= stamp <= calendar.last_minute:
+    session = pd.Timestamp(stamp.tz_convert(calendar.tz).date())
+    if not calendar.first_session <= session <= calendar.last_session:
         return None  # outside the calendar's range: unknown, not closed
-    return bool(calendar.is_open_on_minute(stamp))
+    if not calendar.is_session(session):
+        return False
+    if not calendar.session_open(session) <= stamp < calendar.session_close(session):
+        return False
+    if calendar.session_has_break(session):
+        return not (
+            calendar.session_break_start(session) <= stamp < calendar.session_break_end(session)
+        )
+    return True
