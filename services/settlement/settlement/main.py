@@ -8,10 +8,11 @@ from typing import Any
 from fastapi import FastAPI
 
 from bo_common.runtime import ServiceRuntime, build_app
-from settlement import handlers
+from settlement import calendars, handlers
 from settlement.api import router
 from settlement.config import Settings
 from settlement.consumers import subscription
+from settlement.markets import MARKETS
 from settlement.runs import netting_cycle
 
 
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     # Netting disabled: instruct each obligation gross as soon as it is ready.
     handlers.GROSS_WHEN_READY = settings.netting_interval_s <= 0
+    calendars.load_all(sorted({market.calendar for market in MARKETS.values()}))
     runtime = SettlementRuntime(settings, subscription, background=[netting_cycle])
     return build_app(
         runtime,
