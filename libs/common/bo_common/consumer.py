@@ -141,15 +141,26 @@ class ConsumeLoop:
         self._consumer: AIOKafkaConsumer | None = None
         self.ready = asyncio.Event()
         self._stall_timeout_s = stall_timeout_s
-        # When the loop last committed a batch or found nothing to read.
-        self._progress_at = time.monotonic()
+        # When the loop last committed a batch or found nothing to read...
+        self._healthy_at = time.monotonic()
+        # ...or applied one event (a large batch on a busy machine is slow, not stuck).
+        self._progress_at = self._healthy_at
+        self._failing = False
 
     def stalled_for(self) -> float | None:
-        """Seconds without progress, once over the bound; None while the loop keeps up."""
-        quiet = time.monotonic() - self._progress_at
+        """Seconds without progress, once over the bound; None while the loop keeps up.
+
+        Stalled: no event applied, no batch committed and nothing found idle for the bound
+        (a handler waiting on a lock), or batches failing and retried for the bound."""
+        now = time.monotonic()
+        quiet = now - (self._healthy_at if self._failing else self._progress_at)
         stalled = quiet > self._stall_timeout_s
         CONSUMER_STALLED.labels(self.name).set(1 if stalled else 0)
         return quiet if stalled else None
+
+    def _healthy(self) -> None:
+        self._healthy_at = self._progress_at = time.monotonic()
+        self._failing = False
 
     async def stop(self) -> None:
         """Stop fetching; the batch under way is applied and committed before run() returns."""
@@ -175,14 +186,14 @@ class ConsumeLoop:
             return consumer
 
         self._consumer = consumer = await start_with_retry(start, what=f"consumer {self.name}")
-        self._progress_at = time.monotonic()
+        self._healthy()
         self.ready.set()
         failures = 0
         try:
             while not self._stopping:
                 batches = await consumer.getmany(timeout_ms=200)
                 if not batches:
-                    self._progress_at = time.monotonic()
+                    self._healthy()
                     continue
                 started = time.perf_counter()
                 try:
@@ -193,6 +204,7 @@ class ConsumeLoop:
                     else:
                         log.warning("consumer_batch_transient", error=repr(error))
                     failures += 1
+                    self._failing = True
                     await asyncio.sleep(min(0.2 * failures, 5.0))
                     for tp, records in batches.items():
                         consumer.seek(tp, records[0].offset)  # apply them again
@@ -206,7 +218,7 @@ class ConsumeLoop:
                     # A rebalance took the partitions: the next owner redelivers what we
                     # applied, and the inbox skips it.
                     log.warning("consumer_commit_failed", error=repr(error))
-                self._progress_at = time.monotonic()
+                self._healthy()
                 if self._on_commit is not None:
                     self._on_commit()
                 BATCH_SECONDS.labels(self.name).observe(time.perf_counter() - started)
@@ -325,6 +337,7 @@ class ConsumeLoop:
                     traces[item.event_id] = traceparent
                 started = time.perf_counter()
                 yield
+                self._progress_at = time.monotonic()
                 EVENT_SECONDS.labels(self.name, item.record.topic).observe(
                     time.perf_counter() - started
                 )
