@@ -190,8 +190,21 @@ class ServiceRuntime:
             await self.loop.stop()
         loop_tasks = [t for t in self._tasks if t.get_name() == "consume-loop"]
         if loop_tasks:
-            await asyncio.wait(loop_tasks, timeout=remaining())
-            log.info("consumer_drained", seconds=round(time.monotonic() - started, 3))
+            # Most of the budget for the batch under way; the rest flushes the outbox. A
+            # batch that cannot finish in it (a busy machine) is cancelled: its transaction
+            # rolls back and, its offsets uncommitted, it is read again at the next start.
+            _done, late = await asyncio.wait(
+                loop_tasks, timeout=0.75 * self.settings.shutdown_timeout_s
+            )
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=min(remaining(), 2.0))
+            log.info(
+                "consumer_drained",
+                seconds=round(time.monotonic() - started, 3),
+                batch_finished=not late,
+            )
         # Periodic jobs get a moment to end at their own pace (they see `stopping`); one
         # still inside a transaction is cancelled and rolled back, and runs again at start.
         if self._jobs:

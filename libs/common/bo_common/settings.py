@@ -60,9 +60,11 @@ class ServiceSettings(BaseSettings):
     # Larger request bodies get 413 before they are read (a batch of 1,000 trades is ~400 kB).
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    # SIGTERM: how long the process may take to finish its batch, commit and flush its
-    # outbox (an orchestrator's grace period must be longer: docker-compose 40 s, k8s 45 s).
-    shutdown_timeout_s: float = Field(default=20.0, gt=0)
+    # SIGTERM: how long the process may take to finish its batch and commit (three
+    # quarters of it; a batch still running then is rolled back and read again at the next
+    # start) and flush its outbox. An orchestrator's grace period must be longer, with the
+    # time open HTTP requests take: docker-compose and Kubernetes give 45 s.
+    shutdown_timeout_s: float = Field(default=15.0, gt=0)
     # /readyz turns false when the consume loop has neither committed a batch nor found
     # nothing to do for this long (a handler stuck on a lock, a batch failing over and over).
     consumer_stall_timeout_s: float = Field(default=60.0, gt=0)
