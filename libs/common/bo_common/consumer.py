@@ -101,10 +101,11 @@ def _is_transient(error: BaseException) -> bool:
     # A database that is away or refuses connections (asyncpg errors come as plain
     # DBAPIError): SQLSTATE class 08 connection, 53 resources, 57 shutdown or restart, and
     # 55000 "not currently accepting connections". Dead-lettering these lost messages.
+    # Class 40 (a deadlock or a serialization failure between replicas) passes on a retry.
     sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
     return (
         bool(error.connection_invalidated)
-        or sqlstate[:2] in ("08", "53", "57")
+        or sqlstate[:2] in ("08", "40", "53", "57")
         or (sqlstate == "55000" and "accepting connections" in str(error.orig))
     )
 
