@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -167,6 +168,20 @@ def rule_errors(terms: dict[str, Any], now: datetime) -> list[tuple[str, str]]:
     if terms["trade_time"] - now > CLOCK_SKEW:
         errors.append(("trade_time", f"{terms['trade_time'].isoformat()} is in the future"))
     return errors
+
+
+def trade_of_event(data: dict[str, Any], correlation_id: str | None) -> str | None:
+    """The trade an event is about (its data's trade_id, else its correlation id), or None
+    for an event about no single trade (a rule or list change, a netting run): those have
+    no place in a trade's timeline."""
+    candidate = data.get("trade_id") or correlation_id
+    if not isinstance(candidate, str):
+        return None
+    try:
+        uuid.UUID(candidate)
+    except ValueError:
+        return None
+    return candidate
 
 
 # The status view: each event type moves the trade to a state of a rank; the view shows

@@ -374,7 +374,9 @@ async def cancel_trade(
 
 async def record_progress(event: Envelope, uow: UnitOfWork) -> None:
     """Any event of a trade's chain: add it to the timeline and move the state forward."""
-    trade_id = str(event.data.get("trade_id") or event.correlation_id)
+    trade_id = domain.trade_of_event(event.data, event.correlation_id)
+    if trade_id is None:
+        return
     repository.record_timeline(
         uow.session,
         event_id=event.id,

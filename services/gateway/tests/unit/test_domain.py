@@ -185,3 +185,14 @@ def test_every_event_moves_the_trade_to_a_state_of_its_own_rank() -> None:
     assert len(set(states)) == len(states)
     assert STATE_OF_EVENT["settlement.settled"][0] == "settled"
     assert STATE_OF_EVENT["trade.captured"][0] == "captured"
+
+
+def test_an_event_belongs_to_the_trade_it_names_and_one_about_no_trade_to_none() -> None:
+    from gateway.domain import trade_of_event
+
+    trade = "0b6f7b1e-5c3a-4f5e-9a51-2f1f7c3f0d11"
+    assert trade_of_event({"trade_id": trade}, "whatever") == trade
+    assert trade_of_event({}, trade) == trade
+    assert trade_of_event({"rule": "wash-trade"}, "rule:wash-trade") is None
+    assert trade_of_event({"run_id": "r1"}, None) is None
+    assert trade_of_event({"trade_id": 12}, None) is None
