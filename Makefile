@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # (domain.py, and any domain_*.py beside it), plus the pure modules named here.
 TYPED := libs/common/bo_common libs/iso20022/bo_iso20022 $(wildcard services/*/*/domain.py) \
 	$(wildcard services/*/*/domain_*.py) services/settlement/settlement/netting.py \
-	services/settlement/settlement/penalties.py
+	services/settlement/settlement/penalties.py tools/bo_tools/ops/reconciliation.py
 
 .PHONY: run test bench lint format typecheck install clean
 
@@ -32,7 +32,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/bo bench --trades $${TRADES:-2000} --rate $${RATE:-200} --batch-trades $${BATCH_TRADES:-20000}
+	$(BIN)/bo bench --trades $${TRADES:-2000} --rate $${RATE:-200} --batch-trades $${BATCH_TRADES:-20000} --parts $${PARTS:-pipeline compliance ledger audit}
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

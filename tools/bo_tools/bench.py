@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from bo_common.db import asyncpg_dsn
 from bo_common.kafka import create_topics
 from bo_common.settings import KafkaSettings
+from bo_tools.cli import BENCH_PARTS
 from bo_tools.demo import sample_trade, set_up_demo
 from bo_tools.stack import BY_NAME, ROOT, Stack, isolated_config, log, write_json
 
@@ -291,8 +292,6 @@ async def measure(
     log("baseline: PostgreSQL single-row insert commits")
     postgres = await postgres_baseline(stack.database_url(BY_NAME["gateway"]), 3000)
     return {
-        "when": datetime.now(UTC).isoformat(),
-        "machine": {"python": platform.python_version(), "cpus": _cpus()},
         "trades": trades,
         "single_trades": singles,
         "batch_intake": batches,
@@ -371,21 +370,51 @@ def print_table(result: dict[str, Any]) -> None:
     print()
 
 
-def main(*, trades: int, rate: float, batch_trades: int) -> int:
-    stack = Stack(isolated_config("bench", extra_env={"LOG_LEVEL": "WARNING"}))
-    try:
-        stack.prepare()
-        stack.start_all()
-        stack.wait_ready(timeout_s=90)
-        keys = set_up_demo(stack, keys_file=None)
-        asyncio.run(_unlimited(stack, "dev-trader"))
-        result = asyncio.run(
-            measure(stack, keys, trades=trades, rate=rate, batch_trades=batch_trades)
-        )
-    finally:
-        stack.stop_all()
+PARTS = BENCH_PARTS
+
+
+def main(*, trades: int, rate: float, batch_trades: int, parts: tuple[str, ...] = PARTS) -> int:
+    """The pipeline's figures (and the compliance monitor's, measured in the same cluster),
+    then the ledger's and the audit log's, each on a stack of its own (see their modules)."""
+    from bo_tools import bench_audit, bench_compliance, bench_ledger
+
+    result: dict[str, Any] = {
+        "when": datetime.now(UTC).isoformat(),
+        "machine": {"python": platform.python_version(), "cpus": _cpus()},
+    }
+    if "pipeline" in parts or "compliance" in parts:
+        stack = Stack(isolated_config("bench", extra_env={"LOG_LEVEL": "WARNING"}))
+        try:
+            stack.prepare()
+            stack.start_all()
+            stack.wait_ready(timeout_s=90)
+            keys = set_up_demo(stack, keys_file=None)
+            asyncio.run(_unlimited(stack, "dev-trader"))
+            if "pipeline" in parts:
+                result |= asyncio.run(
+                    measure(stack, keys, trades=trades, rate=rate, batch_trades=batch_trades)
+                )
+            if "compliance" in parts:
+                log(f"compliance: {trades} trades at {rate:.0f}/s, every default rule on")
+                result["compliance"] = asyncio.run(
+                    bench_compliance.run(stack, keys, trades=trades, rate=rate)
+                )
+        finally:
+            stack.stop_all()
+    if "ledger" in parts:
+        result["ledger"] = asyncio.run(bench_ledger.run())
+    if "audit" in parts:
+        result["audit"] = asyncio.run(bench_audit.run())
     write_json(ROOT / "var" / "bench" / "latest.json", result)
-    print_table(result)
+    if "pipeline" in parts:
+        print_table(result)
+    for part in ("compliance", "ledger", "audit"):
+        if part in result:
+            print(f"  {part}")
+            width = max(len(k) for k in result[part])
+            for name, value in result[part].items():
+                print(f"    {name:<{width}}  {value:>14,.2f}")
+            print()
     log(f"figures written to {ROOT / 'var' / 'bench' / 'latest.json'}")
     return 0
 

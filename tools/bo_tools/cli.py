@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING
 
 from bo_common.auth import Role
 
+BENCH_PARTS = ("pipeline", "compliance", "ledger", "audit")
+"""What `bo bench` can measure; `bo_tools.bench.PARTS` is this."""
+
 if TYPE_CHECKING:
     from bo_tools.stack import Stack
 
@@ -205,7 +208,12 @@ def _start_reconciler(stack: Stack, ops_key: str) -> subprocess.Popen[bytes]:
 def _bench(args: argparse.Namespace) -> int:
     from bo_tools.bench import main as bench_main
 
-    return bench_main(trades=args.trades, rate=args.rate, batch_trades=args.batch_trades)
+    return bench_main(
+        trades=args.trades,
+        rate=args.rate,
+        batch_trades=args.batch_trades,
+        parts=tuple(args.parts),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--rate", type=float, default=200.0, help="single trades a second")
     bench.add_argument(
         "--batch-trades", type=int, default=20000, help="trades sent in batches of 1,000"
+    )
+    bench.add_argument(
+        "--parts",
+        nargs="+",
+        choices=list(BENCH_PARTS),
+        default=list(BENCH_PARTS),
+        help="what to measure (default: all)",
     )
     bench.set_defaults(func=_bench)
 
