@@ -249,6 +249,38 @@ async def wait_applied(
             await connection.close()
 
 
+def cpu_seconds(stack: Stack) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each process of the stack, the broker
+    and PostgreSQL (every server process, so on a shared server also others' work)."""
+    import psutil
+
+    def used(process: psutil.Process) -> float:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(times.user + times.system)
+
+    seconds = {name: used(psutil.Process(p.pid)) for name, p in stack.processes.items()}
+    if stack.broker_pid is not None:
+        seconds["broker"] = used(psutil.Process(stack.broker_pid))
+    seconds["postgres"] = sum(
+        used(process)
+        for process in psutil.process_iter(["name"])
+        if (process.info["name"] or "").startswith("postgres")
+    )
+    return seconds
+
+
+def cpu_ms_per_trade(
+    before: dict[str, float], after: dict[str, float], trades: int
+) -> dict[str, float]:
+    """Where the machine's CPU went for each trade, by process, highest first."""
+    spent = {name: (after[name] - before.get(name, 0.0)) * 1000 / trades for name in after}
+    spent["total"] = sum(spent.values())
+    return dict(sorted(spent.items(), key=lambda item: -item[1]))
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
@@ -256,7 +288,13 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def measure(
-    stack: Stack, keys: dict[str, str], *, trades: int, rate: float, batch_trades: int
+    stack: Stack,
+    keys: dict[str, str],
+    *,
+    trades: int,
+    rate: float,
+    batch_trades: int,
+    compliance: bool = False,
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
     envelope_size = 900  # a trade.captured envelope with this trade is about this size
@@ -266,6 +304,7 @@ async def measure(
     )
     await wait_applied(stack, warm["trade_ids"], timeout_s=120)
     log(f"single trades: {trades} at {rate:.0f}/s (open loop), everything else running")
+    cpu_before = cpu_seconds(stack)
     singles = await single_trades_at_rate(
         stack, keys["trader"], [_trade(n, run) for n in range(trades)], rate
     )
@@ -273,6 +312,7 @@ async def measure(
     started_wall = singles.pop("started_wall")
     log("end to end: waiting for every service to apply those trades")
     applied = await wait_applied(stack, trade_ids, timeout_s=max(120, trades / 5))
+    cpu = cpu_ms_per_trade(cpu_before, cpu_seconds(stack), len(trade_ids))
     finished = max(max(v.values()) for k, v in applied.items() if k != "gateway")
     end_to_end_seconds = finished.timestamp() - started_wall
     latencies_ms = []
@@ -281,6 +321,13 @@ async def measure(
         done = max(applied[name][trade_id] for name in APPLIED_SQL)
         latencies_ms.append((done - received).total_seconds() * 1000)
     throughput = len(trade_ids) / end_to_end_seconds
+    monitor: dict[str, Any] = {}
+    if compliance:
+        from bo_tools import bench_compliance
+
+        # Before the batch intake, whose 20,000 trades take the cluster minutes to work off.
+        log(f"compliance: {trades} trades at {rate:.0f}/s, every default rule on")
+        monitor["compliance"] = await bench_compliance.run(stack, keys, trades=trades, rate=rate)
 
     log(f"batch intake: {batch_trades} trades in batches of 1,000, 2 clients")
     batch_orders = [_trade(trades + n, run) for n in range(batch_trades)]
@@ -300,12 +347,14 @@ async def measure(
             "trades_per_second": throughput,
             "latency_ms": _percentiles(latencies_ms),
         },
+        "cpu_ms_per_trade": cpu,
         "baselines": {"broker": broker, "postgres_single_row_commits": postgres},
         "ratios": {
             "batch_intake_per_postgres_commit": intake_rate / postgres["commits_per_second"],
             "end_to_end_per_postgres_commit": throughput / postgres["commits_per_second"],
             "end_to_end_per_broker_message": throughput / broker["messages_per_second"],
         },
+        **monitor,
     }
 
 
@@ -392,9 +441,16 @@ def main(*, trades: int, rate: float, batch_trades: int, parts: tuple[str, ...] 
             asyncio.run(_unlimited(stack, "dev-trader"))
             if "pipeline" in parts:
                 result |= asyncio.run(
-                    measure(stack, keys, trades=trades, rate=rate, batch_trades=batch_trades)
+                    measure(
+                        stack,
+                        keys,
+                        trades=trades,
+                        rate=rate,
+                        batch_trades=batch_trades,
+                        compliance="compliance" in parts,
+                    )
                 )
-            if "compliance" in parts:
+            else:
                 log(f"compliance: {trades} trades at {rate:.0f}/s, every default rule on")
                 result["compliance"] = asyncio.run(
                     bench_compliance.run(stack, keys, trades=trades, rate=rate)
@@ -408,7 +464,7 @@ def main(*, trades: int, rate: float, batch_trades: int, parts: tuple[str, ...] 
     write_json(ROOT / "var" / "bench" / "latest.json", result)
     if "pipeline" in parts:
         print_table(result)
-    for part in ("compliance", "ledger", "audit"):
+    for part in ("cpu_ms_per_trade", "compliance", "ledger", "audit"):
         if part in result:
             print(f"  {part}")
             width = max(len(k) for k in result[part])

@@ -174,6 +174,11 @@ class Stack:
         )
         return url.render_as_string(hide_password=False)
 
+    @property
+    def broker_pid(self) -> int | None:
+        """The development broker's process, when this stack started it."""
+        return self._broker.pid if self._broker is not None else None
+
     def ensure_broker(self) -> str:
         given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if given:
