@@ -1,13 +1,18 @@
 """Journal entries for trades: balanced per unit (a currency or an ISIN), never edited.
 
-Postings are two-phase. A trade is booked pending on trade date (what is owed each way);
-when the depository settles it, a settled entry posts the actual movement and releases the
-pending amounts (each pending line is reversed on its pending account and booked on the
-settled one); a partial settlement does that for the part settled and leaves the rest
-pending. A pending entry that will never settle is voided by a reversal: a cancellation,
-a rejection by compliance, or an amendment, which also books the new terms pending. Nothing
-is ever edited. A trade the ledger has seen settle in full keeps its books (settlement
-refuses such changes).
+Postings are two-phase. A trade is booked pending on trade date (what is owed each way,
+client against street); when the depository settles it, a settled entry releases the
+pending amounts (each pending line is reversed) and books the actual movement: on the
+client's settled accounts against the accounts where the securities and the cash are,
+the depository's and the custodian's (the location side of a stock record: each position
+has an owner side and a location side, and they balance), so that street accounts only ever
+hold open contracts. A settlement that does not say where it settled (an event from before
+settlement named it) books the client's settled position against the street, as the
+ledger did then, so a replay books what it booked. A partial settlement does that for the
+part settled and leaves the rest pending. A pending entry that will never settle is voided
+by a reversal: a cancellation, a rejection by compliance, or an amendment, which also books
+the new terms pending. Nothing is ever edited. A trade the ledger has seen settle in full
+keeps its books (settlement refuses such changes).
 
 No I/O: ids and time are arguments, and what the journal holds for a trade is given as a
 `Book`.
@@ -18,10 +23,11 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Literal
+from urllib.parse import quote
 
 from bo_common.contracts.csd import settlement_amount
 
@@ -114,6 +120,54 @@ def effective_time(change: str, *, event_time: datetime, trade_time: datetime | 
     return event_time
 
 
+def account_owner(*parts: str) -> str:
+    """The owner part of a ledger account name from its identifiers (a BIC, an account
+    number): each percent-encoded (no `:` or `/` left in it, and nothing lost), joined by
+    `/`. E.g. ("IRVTUS3NXXX", "SAFE-001") -> "IRVTUS3NXXX/SAFE-001"."""
+    return "/".join(quote(part.strip(), safe="") for part in parts)
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a settlement moved the securities and the cash: the depository (its BIC, the
+    place of settlement) and the custodian of the SSI the instruction used (its BIC and the
+    safekeeping account there). Either may be unknown, not both."""
+
+    depository: str | None = None
+    custodian_bic: str | None = None
+    safekeeping_account: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.depository and not self.custodian_bic:
+            raise LedgerError("a settlement location names a depository or a custodian")
+
+    @property
+    def _custodian(self) -> str | None:
+        if not self.custodian_bic:
+            return None
+        if self.safekeeping_account:
+            return f"custodian:{account_owner(self.custodian_bic, self.safekeeping_account)}"
+        return f"custodian:{account_owner(self.custodian_bic)}"
+
+    @property
+    def securities_account(self) -> str:
+        """`depository:<BIC>:securities`, per ISIN: what the firm holds at the depository
+        (else at the custodian, `custodian:<BIC>/<safekeeping account>:securities`)."""
+        if self.depository:
+            return f"depository:{account_owner(self.depository)}:securities"
+        return f"{self._custodian}:securities"
+
+    @property
+    def cash_account(self) -> str:
+        """`custodian:<BIC>/<safekeeping account>:cash`, per currency: the cash the
+        custodian holds for the firm, which pays and receives against delivery (else the
+        depository's cash account, `depository:<BIC>:cash`)."""
+        custodian = self._custodian
+        if custodian is not None:
+            return f"{custodian}:cash"
+        return f"depository:{account_owner(self.depository or '')}:cash"
+
+
 @dataclass(frozen=True)
 class TradeTerms:
     trade_id: str
@@ -124,6 +178,8 @@ class TradeTerms:
     amount: Decimal
     currency: str
     counterparty_lei: str
+    # Where it settled (a settlement's terms); None: unknown, the street side is booked.
+    location: Location | None = None
 
 
 def _pending_lines(terms: TradeTerms) -> tuple[Line, ...]:
@@ -147,14 +203,36 @@ def pending_entry(terms: TradeTerms, *, entry_id: str, version: int = 1) -> Entr
     return Entry(entry_id, terms.trade_id, terms.account, "pending", _pending_lines(terms), version)
 
 
-def settled_entry(terms: TradeTerms, *, entry_id: str, version: int = 1) -> Entry:
-    """Each pending line is reversed and booked again on its settled account."""
+def settled_lines(terms: TradeTerms) -> tuple[Line, ...]:
+    """Each pending line (client and street) is reversed, and the movement is booked on
+    the client's settled accounts against the location accounts (`terms.location`): a
+    client buying gets the securities out of the depository account (credited: the firm
+    now holds them there for the client) and pays the cash into the custodian's (debited:
+    the cash paid out for the client). Without a location, each pending line is booked
+    again on its settled account (client and street), as before locations were known."""
     lines: list[Line] = []
+    location = terms.location
+    client = f"client:{terms.account}:"
     for line in _pending_lines(terms):
-        settled_account = line.ledger_account.removesuffix("_pending")
-        lines.append(Line(line.ledger_account, line.unit, debit=line.credit, credit=line.debit))
-        lines.append(Line(settled_account, line.unit, debit=line.debit, credit=line.credit))
-    return Entry(entry_id, terms.trade_id, terms.account, "settled", tuple(lines), version)
+        pending_account, unit = line.ledger_account, line.unit
+        settled_account = pending_account.removesuffix("_pending")
+        lines.append(Line(pending_account, unit, debit=line.credit, credit=line.debit))
+        if location is not None and not settled_account.startswith(client):
+            # The street's side of the movement settles at the location: the street's
+            # pending line is released above and nothing is left on the street.
+            settled_account = (
+                location.securities_account
+                if settled_account.endswith(":securities")
+                else location.cash_account
+            )
+        lines.append(Line(settled_account, unit, debit=line.debit, credit=line.credit))
+    return tuple(lines)
+
+
+def settled_entry(terms: TradeTerms, *, entry_id: str, version: int = 1) -> Entry:
+    """The pending amounts released and the movement booked where it settled (see
+    `settled_lines`)."""
+    return Entry(entry_id, terms.trade_id, terms.account, "settled", settled_lines(terms), version)
 
 
 def reverse(entry: Entry, *, entry_id: str) -> Entry:
@@ -385,16 +463,7 @@ def settled_in_all(last: TradeTerms, partials: Iterable[Entry], *, sign: int = 1
         moved = net_by_account(partial)
         quantity += sign * abs(moved.get((securities, last.isin), Decimal(0)))
         amount += sign * abs(moved.get((cash, last.currency), Decimal(0)))
-    return TradeTerms(
-        trade_id=last.trade_id,
-        account=last.account,
-        side=last.side,
-        isin=last.isin,
-        quantity=quantity,
-        amount=amount,
-        currency=last.currency,
-        counterparty_lei=last.counterparty_lei,
-    )
+    return replace(last, quantity=quantity, amount=amount)
 
 
 def partial_entry_id(trade_id: str, cause_event_id: str) -> str:
@@ -410,7 +479,7 @@ def book_partial_settlement(book: Book, part: TradeTerms, *, entry_id: str) -> D
         return Decision(skipped="the trade has settled in full already")
     if any(p.entry_id == entry_id for p in book.partials):
         return Decision(skipped="this partial settlement is booked already")
-    lines = settled_entry(part, entry_id=entry_id).lines
+    lines = settled_lines(part)
     return Decision(
         entries=(
             Entry(

@@ -5,12 +5,25 @@ Ledger accounts are named `<owner type>:<owner>:<class>[_pending]` and hold one 
 first time a line books on it:
 - `client:<account>:cash|securities[_pending]`, per currency and per ISIN: what the client
   holds (settled) or is owed/owes by trades not yet settled (pending);
-- `street:<counterparty LEI>:...`: the other side of each trade until and after settlement;
+- `street:<counterparty LEI>:...`: the other side of each trade until it settles (its open
+  contracts); after settlement only when the settlement did not say where it settled;
+- `depository:<depository BIC>:securities`, per ISIN (and `...:cash` when no custodian is
+  known): where the securities are, the firm's account at the depository (the CSD);
+- `custodian:<custodian BIC>/<safekeeping account>:cash`, per currency (and
+  `...:securities` when no depository is known): the cash at the custodian of the SSI
+  the settlement used;
 - `firm:<name>:...`: the firm's own accounts.
+An owner made of identifiers has each percent-encoded (`domain.account_owner`), so it never
+holds a `:`.
 
 Sign convention: an amount is debit minus credit. A debit increases what the owner of the
 account holds, so a client's long position or cash is a debit balance (normal side debit),
 and the street, which delivers against the client, normally carries credit balances.
+Depository and custodian accounts are the location side of a stock record: every settled
+position has an owner (a client) and a location, and the two balance. A location account
+holds the firm's assets on behalf of its owners, so it carries the opposite sign to them:
+normal side credit, and its credit balance reads as what is held there (1,000 shares of an
+ISIN on clients' settled accounts are a 1,000 credit on the depository's account for it).
 
 No I/O.
 """
@@ -32,8 +45,8 @@ Phase = Literal["settled", "pending"]
 _TYPES: dict[str, tuple[AccountType, NormalSide]] = {
     "client": ("client", "debit"),
     "street": ("counterparty", "credit"),
-    "depository": ("depository", "debit"),
-    "custodian": ("custodian", "debit"),
+    "depository": ("depository", "credit"),
+    "custodian": ("custodian", "credit"),
     "firm": ("firm", "debit"),
 }
 

@@ -102,6 +102,15 @@ def _settled_terms(settled: settlement_contract.SettlementSettled) -> domain.Tra
         amount=settled.amount,
         currency=settled.currency,
         counterparty_lei=settled.counterparty_lei,
+        location=(
+            domain.Location(
+                depository=settled.depository,
+                custodian_bic=settled.custodian_bic,
+                safekeeping_account=settled.safekeeping_account,
+            )
+            if settled.depository or settled.custodian_bic
+            else None
+        ),
     )
 
 

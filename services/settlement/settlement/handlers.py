@@ -485,6 +485,7 @@ async def instruct(
             status_reason=None,
             created_at=now,
             updated_at=now,
+            ssi_id=ssi.ssi_id,
         )
     )
     row.state = "instructed"
@@ -507,6 +508,20 @@ async def instruct(
         cause,
         now,
     )
+
+
+def settled_location(ssi: SsiRow | None, *, depository: str, market: str) -> dict[str, str | None]:
+    """Where a trade settled, for its settlement.settled / partially_settled event: the
+    BIC of the depository (as the sese.023 names the place of settlement) and the SSI's
+    custodian and safekeeping account. Without the SSI (an instruction sent before
+    revision 0006), the depository alone, from the instruction."""
+    if ssi is None:
+        return {"depository": depository_bic(depository, market)}
+    return {
+        "depository": depository_bic(ssi.depository, market),
+        "custodian_bic": ssi.custodian_bic,
+        "safekeeping_account": ssi.safekeeping_account,
+    }
 
 
 @dataclass(frozen=True)
@@ -597,6 +612,11 @@ async def apply_csd_status(value: bytes, uow: UnitOfWork) -> None:
         if len(instruction.trade_ids) > 1 and new_state in ("settled", "partially_settled")
         else {}
     )
+    ssi = (
+        await uow.session.get(SsiRow, instruction.ssi_id)
+        if instruction.ssi_id is not None and new_state in ("settled", "partially_settled")
+        else None
+    )
     for row in rows:
         row.state = new_state
         row.updated_at = now
@@ -626,6 +646,7 @@ async def apply_csd_status(value: bytes, uow: UnitOfWork) -> None:
                     currency=row.currency,
                     settlement_date=row.settlement_date,
                     counterparty_lei=row.counterparty_lei,
+                    **settled_location(ssi, depository=instruction.depository, market=row.market),
                 ).model_dump(mode="json"),
                 None,
                 now,

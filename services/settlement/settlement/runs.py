@@ -39,7 +39,7 @@ from bo_common.logs import get_logger
 from bo_common.topics import CSD_INSTRUCTIONS
 from bo_common.unit_of_work import UnitOfWork
 from settlement import domain, netting
-from settlement.handlers import _emit, current_ssi, trade_cash
+from settlement.handlers import _emit, current_ssi, settled_location, trade_cash
 from settlement.markets import depository_bic
 from settlement.tables import (
     ComplianceDecisionRow,
@@ -215,6 +215,7 @@ def _save(
             run_id=run_id,
             kind=plan.kind,
             gross=plan.gross,
+            ssi_id=ssi.ssi_id,
         )
     )
     if not netted_out:
@@ -273,6 +274,7 @@ def _save(
                     currency=row.currency,
                     settlement_date=row.settlement_date,
                     counterparty_lei=row.counterparty_lei,
+                    **settled_location(ssi, depository=ssi.depository, market=row.market),
                 ).model_dump(mode="json"),
                 None,
                 now,

@@ -142,6 +142,8 @@ class InstructionRow(Base):
     kind: Mapped[str] = mapped_column(sa.Text, default="securities")
     # True when the instruction covers one trade on its own terms (gross).
     gross: Mapped[bool] = mapped_column(sa.Boolean, default=True)
+    # The SSI version it was sent with (None: sent before revision 0006).
+    ssi_id: Mapped[int | None] = mapped_column(sa.BigInteger)
 
 
 class NettingRunRow(Base):

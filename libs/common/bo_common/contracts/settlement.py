@@ -57,7 +57,14 @@ class SettlementStep(EventData):
 
 
 class SettlementSettled(EventData):
-    """Carries the economics so that the ledger can book it without the capture."""
+    """Carries the economics so that the ledger can book it without the capture.
+
+    Also settlement.partially_settled (one event per part). Where it settled, from the SSI
+    the instruction used (optional, added later: an event without them still parses, and
+    the ledger then books the settled movement against the street as before):
+    `depository` is the BIC of the place of settlement (the sese.023's `Dpstry`),
+    `custodian_bic` and `safekeeping_account` the SSI's custodian and its account.
+    """
 
     trade_id: str
     instruction_id: str
@@ -69,3 +76,6 @@ class SettlementSettled(EventData):
     currency: str
     settlement_date: date
     counterparty_lei: str
+    depository: str | None = None
+    custodian_bic: str | None = None
+    safekeeping_account: str | None = None

@@ -429,3 +429,54 @@ async def test_a_settlement_stating_the_whole_trade_after_parts_settles_what_is_
     assert {k: v for k, v in net.items() if k[0].endswith("_pending")} == {}
     assert net[(client(trade, "securities"), ISIN)] == 100
     assert net[(client(trade, "cash"), "USD")] == -200
+
+
+async def test_a_settlement_stating_its_location_books_the_depository_and_the_custodian(
+    ledger: Ledger,
+) -> None:
+    """The chart gets the location accounts (credit normal), ledger.posted carries their
+    balances, and the street keeps nothing once the trade has settled."""
+    trade = captured(ledger, quantity="100", price="2")
+    safekeeping = ledger.fresh("SAFE")
+    where = {"depository": "DTCYUS33", "custodian_bic": "IRVTUS3NXXX",
+             "safekeeping_account": safekeeping}  # fmt: skip
+    depository = "depository:DTCYUS33:securities"
+    custodian = f"custodian:IRVTUS3NXXX/{safekeeping}:cash"
+    await ledger.deliver(
+        handlers.post_trade_capture, ledger.event(gateway_contract.TRADE_CAPTURED, trade)
+    )
+    await ledger.deliver(
+        handlers.post_partial_settlement,
+        ledger.event(handlers.PARTIALLY_SETTLED, settled(trade, "40", "80") | where),
+    )
+    await ledger.deliver(
+        handlers.post_settlement,
+        ledger.event(settlement_contract.SETTLED, settled(trade, "60", "120") | where),
+    )
+
+    net = await ledger.net(trade_id=trade["trade_id"])
+    assert net == {
+        (client(trade, "securities"), ISIN): 100,
+        (depository, ISIN): -100,
+        (client(trade, "cash"), "USD"): -200,
+        (custodian, "USD"): 200,
+    }
+    chart = await ledger.rows(
+        "SELECT ledger_account, account_type, normal_side, owner, asset_class, phase "
+        "FROM ledger_accounts WHERE ledger_account = ANY(:a) ORDER BY 1",
+        a=[depository, custodian],
+    )
+    assert [tuple(row) for row in chart] == [
+        (custodian, "custodian", "credit", f"IRVTUS3NXXX/{safekeeping}", "cash", "settled"),
+        (depository, "depository", "credit", "DTCYUS33", "securities", "settled"),
+    ]
+    [(data,)] = await ledger.rows(
+        "SELECT convert_from(payload, 'UTF8')::jsonb -> 'data' FROM outbox "
+        "WHERE event_type = 'ledger.posted' "
+        "AND convert_from(payload, 'UTF8')::jsonb ->> 'subject' = :t "
+        "AND convert_from(payload, 'UTF8')::jsonb -> 'data' ->> 'kind' = 'settled'",
+        t=trade["trade_id"],
+    )
+    balances = {b["ledger_account"]: Decimal(b["balance"]) for b in data["balances"]}
+    assert balances[custodian] == 200
+    assert depository in balances

@@ -1,8 +1,9 @@
 """Any sequence of captures, amendments, cancellations, rejections, partial and full
-settlements, in any order the topics allow and with redeliveries, delivered to the real
-handlers on the real database, leaves every unit's trial balance at zero, every balance
-equal to a recomputation from the trades' final terms written here without the domain
-code, and no posting applied twice."""
+settlements (saying where they settled, or not: events from before settlement said so), in
+any order the topics allow and with redeliveries, delivered to the real handlers on the real
+database, leaves every unit's trial balance at zero, every balance equal to a recomputation
+from the trades' final terms written here without the domain code, and no posting applied
+twice."""
 
 from __future__ import annotations
 
@@ -27,6 +28,14 @@ if TYPE_CHECKING:
 
 LEIS = ("784F5XWPLTWKTBV3E584", "8I5DZWZKVSZI1NUHU748")
 ISINS = ("US0378331005", "GB0002634946")
+# Where a trade settles, as settlement.settled states it: (depository BIC, custodian BIC,
+# safekeeping account), or None (an event from before settlement stated it).
+LOCATIONS: tuple[tuple[str | None, str | None, str | None] | None, ...] = (
+    None,
+    ("DTCYUS33", "IRVTUS3NXXX", "SAFE-US-1"),
+    ("CRSTGB22", "CITIGB2LXXX", "SAFE-UK-C-001"),
+    ("DTCYUS33", None, None),
+)
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,8 @@ class Trade:
     # Quantities (and cents) of each part the depository settles, the last one completing
     # it; empty: not settled.
     parts: tuple[tuple[int, int], ...]
+    # Where every part settled (one SSI per instruction).
+    location: tuple[str | None, str | None, str | None] | None = None
 
 
 def split(total: int, cuts: list[int]) -> list[int]:
@@ -78,7 +89,7 @@ def trades(draw: st.DrawFn) -> Trade:
         cents = [final.cents * q // final.quantity for q in quantities[:-1]]
         cents.append(final.cents - sum(cents))
         parts = tuple(zip(quantities, cents, strict=True))
-    return Trade(versions, ending, parts)
+    return Trade(versions, ending, parts, draw(st.sampled_from(LOCATIONS)))
 
 
 def captured_data(trade_id: str, account: str, terms: Terms, version: int) -> dict[str, Any]:
@@ -144,7 +155,12 @@ def events_of(ledger: Ledger, trade_id: str, account: str, trade: Trade) -> tupl
             currency=final.currency,
             settlement_date=date(2026, 11, 21),
             counterparty_lei=final.lei,
-        ).model_dump(mode="json")
+        ).model_dump(mode="json", exclude_none=True)
+        if trade.location is not None:
+            depository, custodian, safekeeping = trade.location
+            data.update(
+                depository=depository, custodian_bic=custodian, safekeeping_account=safekeeping
+            )
         settlement_events.append(
             (handlers.post_settlement, ledger.event(settlement_contract.SETTLED, data))
             if last
@@ -159,7 +175,11 @@ def events_of(ledger: Ledger, trade_id: str, account: str, trade: Trade) -> tupl
 def expected_net(account: str, trade: Trade) -> dict[tuple[str, str], Decimal]:
     """Written from the business rule, not from the domain code: a trade that settled is on
     the settled accounts with the terms that settled (whatever change was refused after);
-    one that did not is pending with its last terms, or nowhere if cancelled or rejected."""
+    one that did not is pending with its last terms, or nowhere if cancelled or rejected.
+    Pending, the other side is the street (an open contract); settled, it is where the
+    assets are: the securities at the depository (else the custodian), the cash at the
+    custodian's safekeeping account (else the depository), both credit-normal; a
+    settlement that did not say where it settled leaves it on the street."""
     final = trade.versions[-1]
     if not trade.parts and trade.ending != "open":
         return {}
@@ -167,13 +187,30 @@ def expected_net(account: str, trade: Trade) -> dict[tuple[str, str], Decimal]:
     sign = 1 if final.side == "BUY" else -1
     quantity = Decimal(final.quantity)
     cash = Decimal(final.cents) / 100
+    securities_at = f"street:{final.lei}:securities{suffix}"
+    cash_at = f"street:{final.lei}:cash{suffix}"
+    if trade.parts and trade.location is not None:
+        depository, custodian, safekeeping = trade.location
+        custodian_owner = (
+            None if custodian is None else "/".join(p for p in (custodian, safekeeping) if p)
+        )
+        securities_at = (
+            f"depository:{depository}:securities"
+            if depository
+            else f"custodian:{custodian_owner}:securities"
+        )
+        cash_at = (
+            f"custodian:{custodian_owner}:cash"
+            if custodian_owner
+            else f"depository:{depository}:cash"
+        )
     net = {
         (f"client:{account}:securities{suffix}", final.isin): sign * quantity,
-        (f"street:{final.lei}:securities{suffix}", final.isin): -sign * quantity,
+        (securities_at, final.isin): -sign * quantity,
     }
     if cash:
         net[(f"client:{account}:cash{suffix}", final.currency)] = -sign * cash
-        net[(f"street:{final.lei}:cash{suffix}", final.currency)] = sign * cash
+        net[(cash_at, final.currency)] = sign * cash
     return net
 
 
