@@ -180,6 +180,64 @@ async def test_after_mixed_trades_the_trial_balance_is_zero_and_positions_match_
     assert all(Decimal(total) == 0 for total in trial["totals_by_unit"].values())
 
 
+async def test_settled_positions_are_located_at_the_depository_and_the_custodian(
+    gateway: httpx.AsyncClient,
+    ledger: httpx.AsyncClient,
+    desk: tuple[list[str], str],
+) -> None:
+    """The stock record balances: for every ISIN, the clients' settled positions are
+    matched by the location accounts (credit normal: what the firm holds there) and no
+    settled balance is left on the street, which keeps only open contracts."""
+    accounts, trader = desk
+    isin, lei = "US0378331005", LEIS[0]  # the demo SSI: DTC, IRVTUS3NXXX, SAFE-US-A-001
+    depository = "depository:DTCYUS33XXX:securities"
+    custodian = "custodian:IRVTUS3NXXX/SAFE-US-A-001:cash"
+    buy = a_trade(account=accounts[2], isin=isin, counterparty_lei=lei, quantity="7")
+    sell = a_trade(account=accounts[2], isin=isin, counterparty_lei=lei, quantity="3",
+                   side="SELL", settlement_type="FOP")  # fmt: skip
+    ids = [await post(gateway, trader, t) for t in (buy, sell)]
+    for trade_id in ids:
+        await eventually(
+            lambda t=trade_id: _settled(ledger, t), "the trade settled in the ledger", 120
+        )
+
+    journal = (await ledger.get("/v1/journal", params={"trade_id": ids[0]})).json()
+    [settled] = [e for e in journal if e["kind"] == "settled"]
+    lines = {(li["ledger_account"], li["unit"]) for li in settled["lines"]}
+    assert {(depository, isin), (custodian, "USD")} <= lines
+    assert not any(a.startswith("street:") and not a.endswith("_pending") for a, _ in lines)
+
+    # One snapshot of every non-zero account: owner side and location side per ISIN.
+    rows = (await ledger.get("/v1/trial-balance", params={"accounts": "true"})).json()["rows"]
+    balances = {(r["ledger_account"], r["unit"]): Decimal(r["balance"]) for r in rows}
+    assert not [k for k in balances if k[0].startswith("street:") and "_pending" not in k[0]]
+    isins = {u for a, u in balances if a.endswith(":securities")}
+    for unit in isins:
+        owned = sum(
+            b
+            for (a, u), b in balances.items()
+            if u == unit and a.startswith("client:") and a.endswith(":securities")
+        )
+        located = sum(
+            b
+            for (a, u), b in balances.items()
+            if u == unit and a.startswith(("depository:", "custodian:"))
+        )
+        assert owned == -located, unit
+
+    chart = {
+        (c["ledger_account"], c["unit"]): (c["account_type"], c["normal_side"], c["owner"])
+        for kind in ("depository", "custodian")
+        for c in (await ledger.get("/v1/chart", params={"account_type": kind})).json()
+    }
+    assert chart[(depository, isin)] == ("depository", "credit", "DTCYUS33XXX")
+    assert chart[(custodian, "USD")] == ("custodian", "credit", "IRVTUS3NXXX/SAFE-US-A-001")
+
+
+async def _settled(ledger: httpx.AsyncClient, trade_id: str) -> bool:
+    return "settled" in await journal_kinds(ledger, trade_id)
+
+
 async def _kinds_are(ledger: httpx.AsyncClient, trade_id: str, kinds: list[str]) -> bool:
     return await journal_kinds(ledger, trade_id) == kinds
 
