@@ -125,6 +125,17 @@ def moved(entry: dict[str, Any], unit: str) -> set[Decimal]:
     }
 
 
+def located(entry: dict[str, Any]) -> set[str]:
+    """The account types the entry's settled (not pending) lines book on, other than the
+    client's: where each trade settled, its SSI's depository and custodian."""
+    return {
+        line["ledger_account"].split(":")[0]
+        for line in entry["lines"]
+        if not line["ledger_account"].endswith("_pending")
+        and not line["ledger_account"].startswith("client:")
+    }
+
+
 async def test_a_buy_and_a_sell_net_into_one_receive_and_each_settles_its_own_terms(
     stack: Stack,
     keys: dict[str, str],
@@ -160,6 +171,8 @@ async def test_a_buy_and_a_sell_net_into_one_receive_and_each_settles_its_own_te
     assert moved(buy_entry, "USD") == {Decimal("1012.50")}
     assert moved(sell_entry, IBM) == {Decimal(60)}
     assert moved(sell_entry, "USD") == {Decimal("607.50")}
+    # Each trade of the netted instruction settled at its SSI's depository and custodian.
+    assert located(buy_entry) == located(sell_entry) == {"depository", "custodian"}
 
 
 async def test_a_counterparty_with_netting_off_settles_gross(
@@ -209,6 +222,7 @@ async def test_a_counterparty_with_netting_off_settles_gross(
 
 
 async def test_a_manual_netting_run_instructs_what_is_ready_once(
+    stack: Stack,
     keys: dict[str, str],
     gateway: httpx.AsyncClient,
     settlement: httpx.AsyncClient,
@@ -248,6 +262,8 @@ async def test_a_manual_netting_run_instructs_what_is_ready_once(
         assert fetched.json() == run
     for trade_id in (buy, sell):
         await wait_for_state(gateway, keys["trader"], trade_id, "settled")
+        entry = await settled_entry(stack, keys["ops"], trade_id)
+        assert located(entry) == {"depository", "custodian"}
 
 
 async def test_netting_routes_refuse_what_they_must(
