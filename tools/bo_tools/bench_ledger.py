@@ -91,6 +91,10 @@ def _events(run: str, trades: int) -> tuple[list[tuple[str, bytes]], list[tuple[
             currency="USD",
             settlement_date=date.today(),
             counterparty_lei=LEI,
+            # Where it settled, as settlement states it (the demo SSI of LEI in the US).
+            depository="DTCYUS33XXX",
+            custodian_bic="IRVTUS3NXXX",
+            safekeeping_account="SAFE-US-A-001",
         )
         for type_, data, out in (
             (gateway_contract.TRADE_CAPTURED, captured, captures),
