@@ -365,13 +365,14 @@ class ConsumeLoop:
             if item.event_id not in rows:
                 rows[item.event_id] = self._inbox_row(item)
         inbox = _inbox_table()
+        # Parameter sets of one compiled statement (see Outbox.flush).
         fresh = set(
             (
                 await uow.session.execute(
                     insert(inbox)
-                    .values(list(rows.values()))
                     .on_conflict_do_nothing(index_elements=["event_id"])
-                    .returning(inbox.c.event_id)
+                    .returning(inbox.c.event_id),
+                    list(rows.values()),
                 )
             ).scalars()
         )
