@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import Histogram
@@ -35,7 +34,6 @@ from compliance_monitor.tables import (
     AlertRow,
     EvaluationRow,
     HoldRow,
-    LastPriceRow,
     PositionRow,
     ProposalRow,
     TradeRow,
@@ -254,76 +252,30 @@ async def _context(
         restricted[trade.isin] = reason
     if (reason := reference.reason("watch_lei", trade.counterparty_lei, at)) is not None:
         watched_leis[trade.counterparty_lei] = reason
-    # What the stateful rules need from the projection, in one round trip: the trades seen
-    # around this one (wash), the account's positions with their last prices in the trade's
-    # currency (position, concentration) and the ISIN's last price (price deviation).
-    parts: list[sa.Select[Any]] = []
+    # What the stateful rules need from the projection, in one round trip (_CONTEXT): the
+    # trades seen around this one (wash), the account's positions with their last prices in
+    # the trade's currency (position, concentration) and the ISIN's last price (price
+    # deviation); a part no enabled rule needs is switched off by its flag.
     accounts, window_s = domain_rules.wash_lookup(rules, trade.account)
-    if accounts:
-        window = timedelta(seconds=window_s)
-        parts.append(
-            sa.select(
-                sa.literal("seen").label("part"),
-                TradeRow.trade_id,
-                TradeRow.account,
-                TradeRow.side,
-                TradeRow.isin,
-                TradeRow.price,
-                TradeRow.trade_time,
-                sa.cast(sa.null(), sa.Numeric).label("quantity"),
-            ).where(
-                TradeRow.isin == trade.isin,
-                TradeRow.trade_time.between(trade.trade_time - window, trade.trade_time + window),
-                TradeRow.account.in_(sorted(accounts)),
-                TradeRow.cancelled_at.is_(None),
-                TradeRow.trade_id != trade.trade_id,
-            )
-        )
-    if kinds & {"concentration_limit", "position_limit"}:
-        holdings_query = (
-            sa.select(
-                sa.literal("holding").label("part"),
-                sa.cast(sa.null(), sa.Text),
-                sa.cast(sa.null(), sa.Text),
-                sa.cast(sa.null(), sa.Text),
-                PositionRow.isin,
-                LastPriceRow.price,
-                sa.cast(sa.null(), sa.DateTime(timezone=True)),
-                PositionRow.quantity,
-            )
-            .select_from(PositionRow)
-            .join(
-                LastPriceRow,
-                sa.and_(
-                    LastPriceRow.isin == PositionRow.isin,
-                    LastPriceRow.currency == trade.currency,
-                ),
-                isouter=True,
-            )
-            .where(PositionRow.account == trade.account)
-        )
-        if "concentration_limit" not in kinds:
-            holdings_query = holdings_query.where(PositionRow.isin == trade.isin)
-        parts.append(holdings_query)
-    if "price_deviation" in kinds:
-        parts.append(
-            sa.select(
-                sa.literal("last").label("part"),
-                LastPriceRow.trade_id,
-                sa.cast(sa.null(), sa.Text),
-                sa.cast(sa.null(), sa.Text),
-                LastPriceRow.isin,
-                LastPriceRow.price,
-                LastPriceRow.trade_time,
-                sa.cast(sa.null(), sa.Numeric),
-            ).where(LastPriceRow.isin == trade.isin, LastPriceRow.currency == trade.currency)
-        )
+    window = timedelta(seconds=window_s)
+    parameters = {
+        "want_seen": bool(accounts),
+        "want_holdings": bool(kinds & {"concentration_limit", "position_limit"}),
+        "all_holdings": "concentration_limit" in kinds,
+        "want_last": "price_deviation" in kinds,
+        "trade_id": trade.trade_id,
+        "account": trade.account,
+        "accounts": sorted(accounts),
+        "isin": trade.isin,
+        "currency": trade.currency,
+        "seen_from": trade.trade_time - window,
+        "seen_to": trade.trade_time + window,
+    }
     recent: list[domain_rules.SeenTrade] = []
     position = Decimal(0)
     holdings: dict[str, tuple[Decimal, Decimal]] = {}
     last_price = None
-    if parts:
-        query = parts[0] if len(parts) == 1 else sa.union_all(*parts)
+    if parameters["want_seen"] or parameters["want_holdings"] or parameters["want_last"]:
         for (
             part,
             trade_id,
@@ -333,7 +285,7 @@ async def _context(
             price,
             trade_time,
             quantity,
-        ) in await session.execute(query):
+        ) in await session.execute(_CONTEXT, parameters):
             if part == "seen":
                 recent.append(
                     domain_rules.SeenTrade(trade_id, account, side, isin, price, trade_time)
@@ -402,6 +354,27 @@ _PROJECT = sa.text(
     ") UPDATE trades SET version = :version, side = :side, isin = :isin,"
     " quantity = :quantity, price = :price, currency = :currency, trade_time = :trade_time"
     " WHERE trade_id = :trade_id"
+)
+
+
+_CONTEXT = sa.text(
+    "SELECT 'seen' AS part, t.trade_id, t.account, t.side, t.isin, t.price, t.trade_time,"
+    " CAST(NULL AS numeric) AS quantity"
+    " FROM trades t"
+    " WHERE CAST(:want_seen AS boolean) AND t.isin = :isin"
+    " AND t.trade_time BETWEEN CAST(:seen_from AS timestamptz) AND CAST(:seen_to AS timestamptz)"
+    " AND t.account = ANY(CAST(:accounts AS text[])) AND t.cancelled_at IS NULL"
+    " AND t.trade_id <> :trade_id"
+    " UNION ALL"
+    " SELECT 'holding', NULL, NULL, NULL, p.isin, lp.price, NULL, p.quantity"
+    " FROM positions p"
+    " LEFT JOIN last_prices lp ON lp.isin = p.isin AND lp.currency = :currency"
+    " WHERE CAST(:want_holdings AS boolean) AND p.account = :account"
+    " AND (CAST(:all_holdings AS boolean) OR p.isin = :isin)"
+    " UNION ALL"
+    " SELECT 'last', lp.trade_id, NULL, NULL, lp.isin, lp.price, lp.trade_time, NULL"
+    " FROM last_prices lp"
+    " WHERE CAST(:want_last AS boolean) AND lp.isin = :isin AND lp.currency = :currency"
 )
 
 
