@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import cast
 
 import sqlalchemy as sa
 from prometheus_client import Histogram
@@ -51,6 +52,7 @@ EVALUATION_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
 )
 SESSIONS = ExchangeSessions()
+EVALUATIONS = cast(sa.Table, EvaluationRow.__table__)
 REFERENCE = ReferenceCache()
 
 
@@ -137,15 +139,17 @@ async def _evaluate_version(
 
     now = datetime.now(UTC)
     await _project(uow, row, facts, change.state.version)
-    uow.session.add(
-        EvaluationRow(
-            trade_id=trade.trade_id,
-            version=decision.version,
-            account=trade.account,
-            outcome="held" if decision.held else "cleared",
-            results=[o.as_json() for o in decision.outcomes],
-            evaluated_at=now,
-        )
+    # Nothing reads an evaluation back in the batch: queued, inserted at the flush.
+    uow.outbox.insert_later(
+        EVALUATIONS,
+        {
+            "trade_id": trade.trade_id,
+            "version": decision.version,
+            "account": trade.account,
+            "outcome": "held" if decision.held else "cleared",
+            "results": [o.as_json() for o in decision.outcomes],
+            "evaluated_at": now,
+        },
     )
     await close_hold(uow, trade.trade_id, change.hold_closed, now)
     if change.hold_opened is not None:

@@ -378,7 +378,7 @@ async def record_progress(event: Envelope, uow: UnitOfWork) -> None:
     if trade_id is None:
         return
     repository.record_timeline(
-        uow.session,
+        uow.outbox,
         event_id=event.id,
         trade_id=trade_id,
         event_type=event.type,

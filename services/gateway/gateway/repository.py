@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bo_common.outbox import Outbox
 from gateway.tables import (
     ClientLimitRow,
     DeskAccountRow,
@@ -17,6 +18,8 @@ from gateway.tables import (
     TradeRow,
     TradeVersionRow,
 )
+
+TIMELINE = cast(sa.Table, TimelineRow.__table__)
 
 
 async def desk_of_account(session: AsyncSession, account: str) -> str | None:
@@ -150,7 +153,7 @@ async def timeline(session: AsyncSession, trade_id: str) -> list[TimelineRow]:
 
 
 def record_timeline(
-    session: AsyncSession,
+    outbox: Outbox,
     *,
     event_id: uuid.UUID,
     trade_id: str,
@@ -159,17 +162,18 @@ def record_timeline(
     occurred_at: datetime,
     data: dict[str, object],
 ) -> None:
-    """Queued in the session: a consumed batch's entries go in one multi-row insert when
-    the batch flushes (the inbox has made sure each event comes once)."""
-    session.add(
-        TimelineRow(
-            event_id=event_id,
-            trade_id=trade_id,
-            event_type=event_type,
-            source=source,
-            occurred_at=occurred_at,
-            data=data,
-        )
+    """Queued in the unit of work: a consumed batch's entries go in one insert when the
+    batch flushes (the inbox has made sure each event comes once)."""
+    outbox.insert_later(
+        TIMELINE,
+        {
+            "event_id": event_id,
+            "trade_id": trade_id,
+            "event_type": event_type,
+            "source": source,
+            "occurred_at": occurred_at,
+            "data": data,
+        },
     )
 
 

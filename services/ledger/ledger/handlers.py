@@ -196,10 +196,13 @@ class _LedgerOutbox(Outbox):
             event_id=event_id, event_type=event_type, topic=topic, key=key, payload=payload
         )
 
-    def mark(self) -> int:
+    def insert_later(self, table: sa.TableClause, row: dict[str, Any]) -> None:
+        self._inner.insert_later(table, row)
+
+    def mark(self) -> tuple[int, int]:
         return self._inner.mark()
 
-    def discard(self, since: int) -> None:
+    def discard(self, since: tuple[int, int]) -> None:
         # Changes are applied at every flush, and the loop marks before an attempt and
         # flushes at its end: what is queued at a discard is the failed attempt's.
         self.changes.clear()
