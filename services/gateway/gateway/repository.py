@@ -188,12 +188,17 @@ async def raise_state(
 ) -> None:
     """Move the trade to `state` if it ranks higher than its current one; an event about an
     older version of the trade (it carries `version`) no longer moves it."""
-    query = sa.update(TradeRow).where(TradeRow.trade_id == trade_id, TradeRow.state_rank < rank)
-    if version is not None:
-        query = query.where(TradeRow.version <= version)
-    # Without flushing the queued timeline entries first: they do not bear on the update.
+    # A prepared statement: built once, where an update construct per event cost more
+    # client CPU than the database spent on it.
     with session.sync_session.no_autoflush:
         await session.execute(
-            query.values(state=state, state_rank=rank, state_changed_at=at),
-            execution_options={"synchronize_session": False},
+            _RAISE_STATE,
+            {"trade_id": trade_id, "state": state, "rank": rank, "at": at, "version": version},
         )
+
+
+_RAISE_STATE = sa.text(
+    "UPDATE trades SET state = :state, state_rank = :rank, state_changed_at = :at"
+    " WHERE trade_id = :trade_id AND state_rank < :rank"
+    " AND (CAST(:version AS integer) IS NULL OR version <= CAST(:version AS integer))"
+)
