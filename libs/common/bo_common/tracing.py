@@ -16,6 +16,7 @@ variables) or console.
 from __future__ import annotations
 
 import contextlib
+import random
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -42,6 +43,10 @@ cause_traces: ContextVar[dict[uuid.UUID, str] | None] = ContextVar("cause_traces
 _propagator = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("bo_common")
 _configured = False
+# Whether spans go anywhere (an exporter is set). Without one, a span is only its ids: a
+# new span id in the parent's trace (or a new trace), made without the SDK's recording
+# machinery, which cost some 45 us per consumed event for spans nobody would see.
+_recording = False
 
 Exporter = Literal["none", "otlp", "console"]
 
@@ -49,9 +54,10 @@ Exporter = Literal["none", "otlp", "console"]
 def configure_tracing(service: str, exporter: Exporter = "none") -> None:
     """Install the SDK tracer provider once per process (ids are generated for new traces
     and spans; without it every span would be a no-op carrying only its parent's ids)."""
-    global _configured
+    global _configured, _recording
     if _configured:
         return
+    _recording = exporter != "none"
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     if exporter == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -115,12 +121,42 @@ def span_from_headers(
     parent = _from_headers(headers)
     token = trace_owner.set(owner)
     try:
-        with _tracer.start_as_current_span(
-            name, context=parent, kind=kind, attributes=dict(attributes or {})
-        ) as span:
-            yield span
+        if _recording:
+            with _tracer.start_as_current_span(
+                name, context=parent, kind=kind, attributes=dict(attributes or {})
+            ) as span:
+                yield span
+        else:
+            span = _ids_only_span(parent)
+            attached = otel_context.attach(trace.set_span_in_context(span, parent))
+            try:
+                yield span
+            finally:
+                otel_context.detach(attached)
     finally:
         trace_owner.reset(token)
+
+
+def _ids_only_span(parent: otel_context.Context) -> trace.Span:
+    """A span that records nothing: a new span id in the parent's trace, or a new trace."""
+    context = trace.get_current_span(parent).get_span_context()
+    span_id = _random_id(64)
+    if context.is_valid:
+        return trace.NonRecordingSpan(
+            trace.SpanContext(context.trace_id, span_id, False, context.trace_flags)
+        )
+    return trace.NonRecordingSpan(
+        trace.SpanContext(
+            _random_id(128), span_id, False, trace.TraceFlags(trace.TraceFlags.SAMPLED)
+        )
+    )
+
+
+def _random_id(bits: int) -> int:
+    while True:  # zero is not a valid id
+        value = random.getrandbits(bits)
+        if value:
+            return value
 
 
 def kafka_headers(traceparent: str | None) -> list[tuple[str, bytes]] | None:
