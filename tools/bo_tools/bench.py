@@ -321,6 +321,18 @@ async def measure(
         done = max(applied[name][trade_id] for name in APPLIED_SQL)
         latencies_ms.append((done - received).total_seconds() * 1000)
     throughput = len(trade_ids) / end_to_end_seconds
+    # Where the time goes: when each service had applied the trade, after its capture; and
+    # how far the audit log is behind the last event it records (the ledger's settled
+    # posting), which says whether the log keeps up with the services it records.
+    per_service = {
+        name: _percentiles(
+            [(applied[name][t] - applied["gateway"][t]).total_seconds() * 1000 for t in trade_ids]
+        )
+        for name in APPLIED_SQL
+    }
+    audit_behind_ms = [
+        (applied["audit"][t] - applied["ledger"][t]).total_seconds() * 1000 for t in trade_ids
+    ]
     monitor: dict[str, Any] = {}
     if compliance:
         from bo_tools import bench_compliance
@@ -346,6 +358,8 @@ async def measure(
             "seconds": end_to_end_seconds,
             "trades_per_second": throughput,
             "latency_ms": _percentiles(latencies_ms),
+            "applied_after_capture_ms": per_service,
+            "audit_behind_ledger_ms": _percentiles(audit_behind_ms),
         },
         "cpu_ms_per_trade": cpu,
         "baselines": {"broker": broker, "postgres_single_row_commits": postgres},
@@ -386,6 +400,15 @@ def print_table(result: dict[str, Any]) -> None:
         ("end-to-end latency p50", f"{e2e['latency_ms']['p50']:.0f} ms"),
         ("end-to-end latency p95", f"{e2e['latency_ms']['p95']:.0f} ms"),
         ("end-to-end latency p99", f"{e2e['latency_ms']['p99']:.0f} ms"),
+        *(
+            (f"  {name} applied p50 / p99", f"{q['p50']:.0f} / {q['p99']:.0f} ms")
+            for name, q in e2e["applied_after_capture_ms"].items()
+        ),
+        (
+            "  audit record behind the ledger p50 / p99",
+            f"{e2e['audit_behind_ledger_ms']['p50']:.0f} / "
+            f"{e2e['audit_behind_ledger_ms']['p99']:.0f} ms",
+        ),
         ("batch intake (1,000 a batch)", f"{batch['trades_per_second']:.0f} trades/s"),
         (
             "  batch latency p50 / p99",
