@@ -16,11 +16,14 @@ from bo_iso20022.schemas import SESE_024, enumeration
 Movement = Literal["RECE", "DELI"]
 # DeliveryReceiptType2Code: APMT against payment (DVP/RVP), FREE of payment.
 Payment = Literal["APMT", "FREE"]
+# CreditDebitCode: DBIT we pay, CRDT we are paid (the direction of the cash leg).
+CreditDebit = Literal["CRDT", "DBIT"]
 StatusKind = Literal["matched", "pending", "failed"]
 ConfirmationKind = Literal["settled", "partially_settled"]
 
 MOVEMENTS: tuple[Movement, ...] = ("RECE", "DELI")
 PAYMENTS: tuple[Payment, ...] = ("APMT", "FREE")
+CREDIT_DEBITS: tuple[CreditDebit, ...] = ("CRDT", "DBIT")
 STATUS_KINDS: tuple[StatusKind, ...] = ("matched", "pending", "failed")
 CONFIRMATION_KINDS: tuple[ConfirmationKind, ...] = ("settled", "partially_settled")
 
@@ -72,13 +75,47 @@ def _check_cash(
         raise ValueError(f"a FREE (free of payment) message has no {field} or currency")
 
 
-def _check_quantity(quantity: object, *, field: str) -> None:
+def conventional_credit_debit(movement: Movement) -> CreditDebit:
+    """The cash direction of a plain DVP/RVP: we pay (DBIT) for what we receive, are paid
+    (CRDT) for what we deliver."""
+    return "DBIT" if movement == "RECE" else "CRDT"
+
+
+def _normalised_credit_debit(
+    movement: Movement, payment: Payment, credit_debit: object
+) -> CreditDebit | None:
+    """credit_debit as the message keeps it: None for the conventional direction of the
+    movement (so that a message equals its render-parse round trip however it was made), the
+    indicator itself for a with-payment one (DWP/RWP, PFOD). Only APMT has a cash leg."""
+    if credit_debit is None:
+        return None
+    _check_choice(credit_debit, CREDIT_DEBITS, field="credit_debit")
+    if payment != "APMT":
+        raise ValueError("a FREE (free of payment) message has no credit_debit")
+    if credit_debit == conventional_credit_debit(movement):
+        return None
+    return "CRDT" if credit_debit == "CRDT" else "DBIT"
+
+
+def is_payment_free_of_delivery(payment: Payment, quantity: object, amount: object) -> bool:
+    """A payment free of delivery (PFOD): against payment, quantity 0, a non-zero amount."""
+    return (
+        payment == "APMT"
+        and isinstance(quantity, Decimal)
+        and quantity == 0
+        and isinstance(amount, Decimal)
+        and amount.is_finite()
+        and amount > 0
+    )
+
+
+def _check_quantity(quantity: object, *, field: str, zero_allowed: bool = False) -> None:
     values.format_decimal(
         quantity,
         field=field,
         total_digits=values.QUANTITY_TOTAL_DIGITS,
         fraction_digits=values.QUANTITY_FRACTION_DIGITS,
-        positive=True,
+        positive=not zero_allowed,
     )
 
 
@@ -86,7 +123,14 @@ def _check_quantity(quantity: object, *, field: str) -> None:
 class SettlementInstruction:
     """One settlement instruction to the depository (sese.023), from our side: we receive
     (RECE) or deliver (DELI) quantity units of isin, against settlement_amount (APMT) or free
-    of payment (FREE), with counterparty, at the depository, on settlement_date."""
+    of payment (FREE), with counterparty, at the depository, on settlement_date.
+
+    The cash leg goes the conventional way (credit_debit None: we pay for what we receive,
+    are paid for what we deliver) unless credit_debit says otherwise: CRDT on a RECE is a
+    receive with payment (RWP), DBIT on a DELI a deliver with payment (DWP). An explicit
+    conventional indicator is kept as None. Quantity 0 is a payment free of delivery (PFOD):
+    only against payment with a non-zero amount; by our convention its movement is RECE when
+    we pay (DBIT) and DELI when we are paid (CRDT), i.e. credit_debit stays None."""
 
     # TxId: our reference, which every status and confirmation quotes back. Max35Text, so a
     # UUID must be rendered without its hyphens (32 characters), not as str(uuid) (36).
@@ -112,6 +156,8 @@ class SettlementInstruction:
     cash_account: str | None
     # The trades this instruction covers (one when gross, several when netted).
     trade_ids: tuple[str, ...]
+    # SttlmAmt/CdtDbtInd when it is not the movement's conventional one (APMT only).
+    credit_debit: CreditDebit | None = None
 
     def __post_init__(self) -> None:
         values.check_text(self.instruction_id, field="instruction_id", max_length=values.MAX35)
@@ -124,8 +170,19 @@ class SettlementInstruction:
                 f"settlement_date {self.settlement_date} is before trade_date {self.trade_date}"
             )
         values.check_isin(self.isin)
-        _check_quantity(self.quantity, field="quantity")
+        _check_quantity(
+            self.quantity,
+            field="quantity",
+            zero_allowed=is_payment_free_of_delivery(
+                self.payment, self.quantity, self.settlement_amount
+            ),
+        )
         _check_cash(self.payment, self.settlement_amount, self.currency, field="settlement_amount")
+        object.__setattr__(
+            self,
+            "credit_debit",
+            _normalised_credit_debit(self.movement, self.payment, self.credit_debit),
+        )
         values.check_bic(self.depository_bic, field="depository_bic")
         if self.counterparty_lei is None and self.counterparty_bic is None:
             raise ValueError("the counterparty needs an LEI, a BIC or both")
@@ -139,6 +196,11 @@ class SettlementInstruction:
         if self.cash_account is not None:
             values.check_text(self.cash_account, field="cash_account", max_length=values.MAX34)
         _check_trade_ids(self.trade_ids)
+
+    @property
+    def indicator(self) -> CreditDebit:
+        """The CdtDbtInd of the cash leg: credit_debit, or the movement's conventional one."""
+        return self.credit_debit or conventional_credit_debit(self.movement)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -180,7 +242,8 @@ class StatusAdvice:
 @dataclass(frozen=True, kw_only=True)
 class SettlementConfirmation:
     """The depository's confirmation that an instruction settled (sese.025), wholly or in
-    part. settled_quantity and settled_amount are what this confirmation settled."""
+    part. settled_quantity and settled_amount are what this confirmation settled.
+    credit_debit and a settled_quantity of 0 (PFOD) as in SettlementInstruction."""
 
     # The instruction's TxId, quoted back.
     instruction_id: str
@@ -197,6 +260,8 @@ class SettlementConfirmation:
     # The effective settlement date.
     settlement_date: date
     trade_ids: tuple[str, ...] = ()
+    # SttldAmt/CdtDbtInd when it is not the movement's conventional one (APMT only).
+    credit_debit: CreditDebit | None = None
 
     def __post_init__(self) -> None:
         values.check_text(self.instruction_id, field="instruction_id", max_length=values.MAX35)
@@ -204,11 +269,27 @@ class SettlementConfirmation:
         _check_choice(self.movement, MOVEMENTS, field="movement")
         _check_choice(self.payment, PAYMENTS, field="payment")
         values.check_isin(self.isin)
-        _check_quantity(self.settled_quantity, field="settled_quantity")
+        _check_quantity(
+            self.settled_quantity,
+            field="settled_quantity",
+            zero_allowed=is_payment_free_of_delivery(
+                self.payment, self.settled_quantity, self.settled_amount
+            ),
+        )
         if self.remaining_quantity is not None:
             if self.status != "partially_settled":
                 raise ValueError("only a partial settlement has a remaining_quantity")
             _check_quantity(self.remaining_quantity, field="remaining_quantity")
         _check_cash(self.payment, self.settled_amount, self.currency, field="settled_amount")
+        object.__setattr__(
+            self,
+            "credit_debit",
+            _normalised_credit_debit(self.movement, self.payment, self.credit_debit),
+        )
         values.check_date(self.settlement_date, field="settlement_date")
         _check_trade_ids(self.trade_ids)
+
+    @property
+    def indicator(self) -> CreditDebit:
+        """The CdtDbtInd of the cash leg: credit_debit, or the movement's conventional one."""
+        return self.credit_debit or conventional_credit_debit(self.movement)

@@ -13,8 +13,12 @@ Where things go (paths under Document/SctiesSttlmTxInstr):
 - The counterparty's side of the chain (DlvrgSttlmPties when we receive, RcvgSttlmPties
   when we deliver): Dpstry/Id/AnyBIC is the place of settlement, Pty1 the counterparty
   (Id/AnyBIC if its BIC is known, else Id/PrtryId naming its LEI, which Id requires; LEI).
-- SttlmAmt (APMT only): Amt with Ccy, CdtDbtInd DBIT when we receive (we pay), CRDT when
-  we deliver.
+- SttlmAmt (APMT only): Amt with Ccy, and CdtDbtInd: conventionally DBIT when we receive
+  (we pay), CRDT when we deliver; the other way round for a receive/deliver with payment
+  (RWP/DWP, SettlementInstruction.credit_debit). Either is accepted when parsing.
+- A payment free of delivery (PFOD) is an APMT with SttlmQty/Qty/Unit 0 and a non-zero
+  amount (as T2S sends it); SctiesMvmntTp is RECE when we pay and DELI when we are paid.
+  Quantity 0 is refused otherwise (FREE, or APMT with no cash).
 """
 
 from __future__ import annotations
@@ -22,17 +26,16 @@ from __future__ import annotations
 from xml.etree.ElementTree import Element
 
 from bo_iso20022 import values, xmltree
-from bo_iso20022.messages import Movement, Payment, SettlementInstruction
+from bo_iso20022.messages import (
+    CreditDebit,
+    Movement,
+    Payment,
+    SettlementInstruction,
+)
 from bo_iso20022.schemas import SESE_023, InvalidMessage, load
 
 _ROOT = "SctiesSttlmTxInstr"
 TRANSACTION_TYPE = "TRAD"
-
-
-def credit_debit_of(movement: Movement) -> str:
-    """Who pays against payment: we pay (DBIT) for what we receive, are paid for what we
-    deliver."""
-    return "DBIT" if movement == "RECE" else "CRDT"
 
 
 def counterparty_parties_of(movement: Movement) -> str:
@@ -79,7 +82,8 @@ def _quantity(instruction: SettlementInstruction) -> str:
         field="quantity",
         total_digits=values.QUANTITY_TOTAL_DIGITS,
         fraction_digits=values.QUANTITY_FRACTION_DIGITS,
-        positive=True,
+        # Zero only for a payment free of delivery, which SettlementInstruction checked.
+        positive=instruction.quantity != 0,
     )
 
 
@@ -109,7 +113,7 @@ def _add_amount(body: Element, instruction: SettlementInstruction) -> None:
     )
     settlement_amount = xmltree.add(body, "SttlmAmt")
     xmltree.add(settlement_amount, "Amt", amount, Ccy=instruction.currency)
-    xmltree.add(settlement_amount, "CdtDbtInd", credit_debit_of(instruction.movement))
+    xmltree.add(settlement_amount, "CdtDbtInd", instruction.indicator)
 
 
 def parse_sese023(message: bytes) -> SettlementInstruction:
@@ -134,16 +138,12 @@ def instruction_of(root: Element) -> SettlementInstruction:
             "only a quantity in units (Qty/Unit) is supported", f"{_ROOT}/QtyAndAcctDtls/SttlmQty"
         )
 
-    settlement_amount = currency = None
+    settlement_amount = currency = credit_debit = None
     if payment == "APMT":
         amount_path = f"{_ROOT}/SttlmAmt/Amt"
         settlement_amount = read.decimal(amount_path)
         currency = read.attribute(amount_path, "Ccy")
-        indicator = read.text(f"{_ROOT}/SttlmAmt/CdtDbtInd")
-        if indicator != credit_debit_of(movement):
-            raise read.error(
-                f"{indicator} contradicts the movement {movement}", f"{_ROOT}/SttlmAmt/CdtDbtInd"
-            )
+        credit_debit = read_credit_debit(read, f"{_ROOT}/SttlmAmt/CdtDbtInd")
 
     try:
         return SettlementInstruction(
@@ -162,6 +162,7 @@ def instruction_of(root: Element) -> SettlementInstruction:
             safekeeping_account=read.text(f"{_ROOT}/QtyAndAcctDtls/SfkpgAcct/Id"),
             cash_account=_cash_account(read, f"{_ROOT}/QtyAndAcctDtls/CshAcct"),
             trade_ids=read.texts(f"{_ROOT}/TradDtls/TradId"),
+            credit_debit=credit_debit,
         )
     except InvalidMessage:
         raise
@@ -176,6 +177,16 @@ def read_movement(read: xmltree.Reader, path: str) -> Movement:
     if text == "DELI":
         return "DELI"
     raise read.error(f"unknown movement {text!r}", path)
+
+
+def read_credit_debit(read: xmltree.Reader, path: str) -> CreditDebit:
+    """Either indicator: the conventional one of the movement, or a with-payment one."""
+    text = read.text(path)
+    if text == "CRDT":
+        return "CRDT"
+    if text == "DBIT":
+        return "DBIT"
+    raise read.error(f"unknown credit/debit indicator {text!r}", path)
 
 
 def read_payment(read: xmltree.Reader, path: str) -> Payment:

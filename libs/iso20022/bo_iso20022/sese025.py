@@ -6,7 +6,9 @@ Paths under Document/SctiesSttlmTxConf: TxIdDtls quotes the instruction id (Acct
 with its SctiesMvmntTp and Pmt; AddtlParams/PrtlSttlm is PAIN for a partial settlement
 (absent when it settled in full); TradDtls has the covered TradId and the effective date
 FctvSttlmDt/Dt/Dt; FinInstrmId/ISIN; QtyAndAcctDtls/SttldQty/Qty/Unit and, for a partial
-settlement, RmngToBeSttldQty/Unit; SttlmParams/SctiesTxTp/Cd TRAD; SttldAmt (APMT only).
+settlement, RmngToBeSttldQty/Unit; SttlmParams/SctiesTxTp/Cd TRAD; SttldAmt (APMT only)
+with CdtDbtInd, conventional or with payment (see sese023). A payment free of delivery
+settles quantity 0 (SttldQty/Qty/Unit 0) against its amount.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ from xml.etree.ElementTree import Element
 from bo_iso20022 import values, xmltree
 from bo_iso20022.messages import ConfirmationKind, SettlementConfirmation
 from bo_iso20022.schemas import SESE_025, InvalidMessage, load
-from bo_iso20022.sese023 import TRANSACTION_TYPE, credit_debit_of, read_movement, read_payment
+from bo_iso20022.sese023 import (
+    TRANSACTION_TYPE,
+    read_credit_debit,
+    read_movement,
+    read_payment,
+)
 
 _ROOT = "SctiesSttlmTxConf"
 # PartialSettlement2Code: PAIN a part settled and more is to come (PARC, the part that
@@ -24,13 +31,13 @@ _ROOT = "SctiesSttlmTxConf"
 _PARTIAL = "PAIN"
 
 
-def _quantity(quantity: object, field: str) -> str:
+def _quantity(quantity: object, field: str, *, zero_allowed: bool = False) -> str:
     return values.format_decimal(
         quantity,
         field=field,
         total_digits=values.QUANTITY_TOTAL_DIGITS,
         fraction_digits=values.QUANTITY_FRACTION_DIGITS,
-        positive=True,
+        positive=not zero_allowed,
     )
 
 
@@ -56,7 +63,12 @@ def render_sese025(confirmation: SettlementConfirmation) -> bytes:
     xmltree.add_path(
         quantity_and_account,
         "SttldQty/Qty/Unit",
-        _quantity(confirmation.settled_quantity, "settled_quantity"),
+        # Zero only for a payment free of delivery, which SettlementConfirmation checked.
+        _quantity(
+            confirmation.settled_quantity,
+            "settled_quantity",
+            zero_allowed=confirmation.settled_quantity == 0,
+        ),
     )
     if confirmation.remaining_quantity is not None:
         xmltree.add_path(
@@ -79,7 +91,7 @@ def render_sese025(confirmation: SettlementConfirmation) -> bytes:
         )
         settled_amount = xmltree.add(body, "SttldAmt")
         xmltree.add(settled_amount, "Amt", amount, Ccy=confirmation.currency)
-        xmltree.add(settled_amount, "CdtDbtInd", credit_debit_of(confirmation.movement))
+        xmltree.add(settled_amount, "CdtDbtInd", confirmation.indicator)
     return xmltree.to_bytes(root, SESE_025)
 
 
@@ -115,16 +127,12 @@ def confirmation_of(root: Element) -> SettlementConfirmation:
         if remaining_quantity == 0 or status == "settled":
             remaining_quantity = None
 
-    settled_amount = currency = None
+    settled_amount = currency = credit_debit = None
     if payment == "APMT":
         amount_path = f"{_ROOT}/SttldAmt/Amt"
         settled_amount = read.decimal(amount_path)
         currency = read.attribute(amount_path, "Ccy")
-        indicator = read.text(f"{_ROOT}/SttldAmt/CdtDbtInd")
-        if indicator != credit_debit_of(movement):
-            raise read.error(
-                f"{indicator} contradicts the movement {movement}", f"{_ROOT}/SttldAmt/CdtDbtInd"
-            )
+        credit_debit = read_credit_debit(read, f"{_ROOT}/SttldAmt/CdtDbtInd")
 
     try:
         return SettlementConfirmation(
@@ -139,6 +147,7 @@ def confirmation_of(root: Element) -> SettlementConfirmation:
             currency=currency,
             settlement_date=read.date(f"{_ROOT}/TradDtls/FctvSttlmDt/Dt"),
             trade_ids=read.texts(f"{_ROOT}/TradDtls/TradId"),
+            credit_debit=credit_debit,
         )
     except InvalidMessage:
         raise

@@ -180,13 +180,29 @@ def test_a_schema_valid_lei_with_a_bad_check_digit_is_an_invalid_message() -> No
     assert error.path == "/Document/SctiesSttlmTxInstr/RcvgSttlmPties/Pty1/LEI"
 
 
-def test_a_payment_direction_that_contradicts_the_movement_is_an_invalid_message() -> None:
-    error = _invalid(
+def test_a_payment_against_the_movement_reads_as_a_deliver_with_payment() -> None:
+    # No longer refused: DBIT on a DELI is a deliver with payment (T2S DWP).
+    parsed = parse_sese023(
         _tampered(SESE023, b"<CdtDbtInd>CRDT</CdtDbtInd>", b"<CdtDbtInd>DBIT</CdtDbtInd>")
     )
 
-    assert error.path == "/Document/SctiesSttlmTxInstr/SttlmAmt/CdtDbtInd"
-    assert "contradicts the movement DELI" in error.reason
+    assert parsed == replace(INSTRUCTION, credit_debit="DBIT")
+
+
+def test_quantity_zero_is_refused_unless_it_is_a_payment_free_of_delivery() -> None:
+    zero = b"<Unit>0</Unit>"
+    message = _tampered(SESE023, b"<Unit>250</Unit>", zero)
+    assert parse_sese023(message).quantity == 0  # APMT with cash: a PFOD
+
+    no_cash = _tampered(message, b">14312.5</Amt>", b">0</Amt>")
+    error = _invalid(no_cash)
+    assert "quantity must be greater than 0" in error.reason
+
+    start = message.index(b"<SttlmAmt>")
+    end = message.index(b"</SttlmAmt>") + len(b"</SttlmAmt>")
+    free = _tampered(message[:start] + message[end:], b"<Pmt>APMT</Pmt>", b"<Pmt>FREE</Pmt>")
+    error = _invalid(free)
+    assert "quantity must be greater than 0" in error.reason
 
 
 def test_an_against_payment_instruction_without_its_amount_is_an_invalid_message() -> None:
@@ -253,8 +269,13 @@ def test_a_message_that_is_not_bytes_is_an_invalid_message() -> None:
         ({"quantity": Decimal("0.000000000000000001")}, r"quantity .* 18 decimal places"),
         ({"quantity": Decimal("1234567890123456789")}, r"quantity .* 19 digits"),
         ({"quantity": Decimal("1234567890.123456789")}, r"quantity .* 19 digits"),
-        ({"quantity": Decimal("0")}, r"quantity must be greater than 0"),
         ({"quantity": Decimal("-250")}, r"quantity must be greater than 0"),
+        # Zero only for a payment free of delivery: against payment, with cash.
+        ({"quantity": Decimal("0"), "settlement_amount": Decimal(0)}, r"greater than 0"),
+        (
+            {"quantity": Decimal("0"), "payment": "FREE", "settlement_amount": None},
+            r"quantity must be greater than 0",
+        ),
     ],
 )
 def test_an_amount_or_quantity_the_schema_cannot_carry_is_refused_before_rendering(
@@ -291,6 +312,16 @@ def test_a_settled_amount_the_schema_cannot_carry_is_refused_before_rendering() 
         ({"currency": "Euro"}, r"currency must be 1 to 3"),
         ({"currency": None}, r"needs settlement_amount and currency"),
         ({"payment": "FREE"}, r"FREE .* has no settlement_amount"),
+        (
+            {
+                "payment": "FREE",
+                "settlement_amount": None,
+                "currency": None,
+                "credit_debit": "DBIT",
+            },
+            r"FREE .* has no credit_debit",
+        ),
+        ({"credit_debit": "DEBIT"}, r"credit_debit must be one of CRDT, DBIT"),
         ({"movement": "RECV"}, r"movement must be one of RECE, DELI"),
         ({"settlement_date": date(2026, 11, 19)}, r"before trade_date"),
         (
@@ -323,6 +354,20 @@ def test_a_status_the_schema_cannot_carry_is_refused_when_made(
 ) -> None:
     with pytest.raises(ValueError, match=complaint):
         replace(FAILED, **status)  # type: ignore[arg-type]
+
+
+def test_a_confirmation_settles_quantity_zero_only_against_a_non_zero_payment() -> None:
+    assert replace(PARTIAL, settled_quantity=Decimal(0)).settled_quantity == 0
+    with pytest.raises(ValueError, match="settled_quantity must be greater than 0"):
+        replace(PARTIAL, settled_quantity=Decimal(0), settled_amount=Decimal(0))
+    with pytest.raises(ValueError, match="settled_quantity must be greater than 0"):
+        replace(
+            PARTIAL,
+            payment="FREE",
+            settled_quantity=Decimal(0),
+            settled_amount=None,
+            currency=None,
+        )
 
 
 def test_only_a_partial_settlement_has_a_remaining_quantity() -> None:

@@ -120,16 +120,26 @@ dates = st.dates(min_value=date(1990, 1, 1), max_value=date(2099, 12, 31))
 
 
 @st.composite
-def cash_legs(draw: st.DrawFn) -> tuple[str, Decimal | None, str | None]:
+def cash_legs(draw: st.DrawFn) -> tuple[str, Decimal | None, str | None, str | None]:
+    """Payment, amount, currency and credit/debit indicator: FREE has none; APMT goes the
+    conventional way (None or the indicator itself) or with payment (the other one)."""
     payment = draw(st.sampled_from(("APMT", "FREE")))
     if payment == "FREE":
-        return payment, None, None
-    return payment, draw(amounts), draw(st.sampled_from(CURRENCIES))
+        return payment, None, None, None
+    indicator = draw(st.sampled_from((None, "CRDT", "DBIT")))
+    return payment, draw(amounts), draw(st.sampled_from(CURRENCIES)), indicator
+
+
+def quantities_for(payment: str, amount: Decimal | None) -> st.SearchStrategy[Decimal]:
+    """Positive, or also 0 (a payment free of delivery) against a non-zero payment."""
+    if payment == "APMT" and amount:
+        return quantities | st.just(Decimal(0))
+    return quantities
 
 
 @st.composite
 def instructions(draw: st.DrawFn) -> SettlementInstruction:
-    payment, amount, currency = draw(cash_legs())
+    payment, amount, currency, indicator = draw(cash_legs())
     trade_date = draw(dates)
     counterparty_lei, counterparty_bic = draw(
         st.one_of(
@@ -145,7 +155,7 @@ def instructions(draw: st.DrawFn) -> SettlementInstruction:
         trade_date=trade_date,
         settlement_date=trade_date + timedelta(days=draw(st.integers(0, 10))),
         isin=draw(st.sampled_from(ISINS)),
-        quantity=draw(quantities),
+        quantity=draw(quantities_for(payment, amount)),
         settlement_amount=amount,
         currency=currency,
         depository_bic=draw(st.sampled_from(DEPOSITORY_BICS) | bics()),
@@ -154,6 +164,7 @@ def instructions(draw: st.DrawFn) -> SettlementInstruction:
         safekeeping_account=draw(texts(35)),
         cash_account=draw(st.none() | texts(34)),
         trade_ids=draw(trade_id_lists),
+        credit_debit=indicator,  # type: ignore[arg-type]
     )
 
 
@@ -176,7 +187,7 @@ def status_advices(draw: st.DrawFn) -> StatusAdvice:
 
 @st.composite
 def confirmations(draw: st.DrawFn) -> SettlementConfirmation:
-    payment, amount, currency = draw(cash_legs())
+    payment, amount, currency, indicator = draw(cash_legs())
     status = draw(st.sampled_from(("settled", "partially_settled")))
     return SettlementConfirmation(
         instruction_id=draw(texts(35)),
@@ -184,12 +195,13 @@ def confirmations(draw: st.DrawFn) -> SettlementConfirmation:
         movement=draw(st.sampled_from(("RECE", "DELI"))),
         payment=payment,  # type: ignore[arg-type]
         isin=draw(st.sampled_from(ISINS)),
-        settled_quantity=draw(quantities),
+        settled_quantity=draw(quantities_for(payment, amount)),
         remaining_quantity=draw(st.none() | quantities) if status == "partially_settled" else None,
         settled_amount=amount,
         currency=currency,
         settlement_date=draw(dates),
         trade_ids=draw(trade_id_lists),
+        credit_debit=indicator,  # type: ignore[arg-type]
     )
 
 
@@ -303,3 +315,79 @@ def test_parse_tells_each_message_from_its_namespace() -> None:
     assert parse(render_sese023(EXAMPLE)) == EXAMPLE
     assert parse(render_sese024(matched)) == matched
     assert parse(render_sese025(settled)) == settled
+
+
+def test_a_receive_with_payment_renders_its_credit_and_parses_back() -> None:
+    # Receive 40 and be paid: RECE against payment, CdtDbtInd CRDT (T2S: RWP).
+    rwp = replace(EXAMPLE, quantity=Decimal("40"), credit_debit="CRDT")
+    message = render_sese023(rwp)
+
+    assert_schema_valid(message, SESE_023)
+    assert _find_all(message, "SctiesSttlmTxInstr/SttlmTpAndAddtlParams/SctiesMvmntTp") == ["RECE"]
+    assert _find_all(message, "SctiesSttlmTxInstr/SttlmAmt/CdtDbtInd") == ["CRDT"]
+    assert parse_sese023(message) == rwp
+    assert parse_sese023(message).credit_debit == "CRDT"
+
+
+def test_a_deliver_with_payment_renders_its_debit_and_parses_back() -> None:
+    dwp = replace(EXAMPLE, movement="DELI", credit_debit="DBIT")
+    message = render_sese023(dwp)
+
+    assert_schema_valid(message, SESE_023)
+    assert _find_all(message, "SctiesSttlmTxInstr/SttlmAmt/CdtDbtInd") == ["DBIT"]
+    parsed = parse_sese023(message)
+    assert (parsed, parsed.credit_debit, parsed.indicator) == (dwp, "DBIT", "DBIT")
+
+
+def test_the_conventional_indicator_given_explicitly_is_kept_as_none() -> None:
+    explicit = replace(EXAMPLE, credit_debit="DBIT")
+
+    assert explicit == EXAMPLE and explicit.credit_debit is None
+    assert explicit.indicator == "DBIT"
+    assert parse_sese023(render_sese023(explicit)) == EXAMPLE
+
+
+@pytest.mark.parametrize(("movement", "indicator"), [("RECE", "DBIT"), ("DELI", "CRDT")])
+def test_a_payment_free_of_delivery_renders_quantity_zero_and_parses_back(
+    movement: str, indicator: str
+) -> None:
+    # By our convention a PFOD is RECE when we pay, DELI when we are paid.
+    pfod = replace(
+        EXAMPLE,
+        movement=movement,  # type: ignore[arg-type]
+        quantity=Decimal(0),
+        settlement_amount=Decimal("250.00"),
+        credit_debit=indicator,  # type: ignore[arg-type]
+    )
+    message = render_sese023(pfod)
+
+    assert_schema_valid(message, SESE_023)
+    assert _find_all(message, "SctiesSttlmTxInstr/QtyAndAcctDtls/SttlmQty/Qty/Unit") == ["0"]
+    assert _find_all(message, "SctiesSttlmTxInstr/SttlmTpAndAddtlParams/Pmt") == ["APMT"]
+    assert _find_all(message, "SctiesSttlmTxInstr/SttlmAmt/CdtDbtInd") == [indicator]
+    assert parse_sese023(message) == pfod
+
+
+def test_a_payment_free_of_delivery_confirmation_settles_quantity_zero() -> None:
+    confirmation = SettlementConfirmation(
+        instruction_id="I-1",
+        status="settled",
+        movement="DELI",
+        payment="APMT",
+        isin="GB0002634946",
+        settled_quantity=Decimal(0),
+        settled_amount=Decimal("250.00"),
+        currency="GBP",
+        settlement_date=date(2026, 11, 23),
+        credit_debit="CRDT",
+    )
+    message = render_sese025(confirmation)
+
+    assert_schema_valid(message, SESE_025)
+    assert _find_all(message, "SctiesSttlmTxConf/QtyAndAcctDtls/SttldQty/Qty/Unit") == ["0"]
+    assert parse_sese025(message) == confirmation
+    dwp = replace(confirmation, settled_quantity=Decimal(60), credit_debit="DBIT")
+    message = render_sese025(dwp)
+    assert_schema_valid(message, SESE_025)
+    assert _find_all(message, "SctiesSttlmTxConf/SttldAmt/CdtDbtInd") == ["DBIT"]
+    assert parse_sese025(message).credit_debit == "DBIT"
