@@ -8,7 +8,13 @@ partially settled) the depository sends back, in order.
 When it settles is a setting (SettleOn): on receipt (the default, so a demo settles in
 seconds) or, as a real depository does, on the intended settlement date: the instruction is
 matched at once (receive) and settled once the simulated date has reached its intended
-settlement date (settle_due), under the rules in force at that moment."""
+settlement date (settle_due), under the rules in force at that moment.
+
+Every form of sese.023 settles: receive/deliver against payment (either cash direction, so a
+receive or deliver WITH payment too: the confirmation echoes its credit_debit), free of
+payment, and a payment free of delivery (PFOD: quantity 0 against cash), confirmed with a
+settled quantity of 0 and the whole amount. A PFOD moves no securities to settle a part of,
+so it never settles partially: a partial rule settles it whole."""
 
 from __future__ import annotations
 
@@ -107,6 +113,7 @@ def _confirmation(
         # is always answered with the same bytes).
         settlement_date=instruction.settlement_date,
         trade_ids=instruction.trade_ids,
+        credit_debit=instruction.credit_debit,
     )
 
 
@@ -136,8 +143,11 @@ def answer(instruction: SettlementInstruction, rules: list[Rule]) -> list[Answer
             StatusAdvice(instruction_id=instruction_id, status="failed", reason_code=reason)
         )
     elif outcome == "partial" and rule is not None:
-        settled = partial_quantity(instruction.quantity, rule.settled_fraction)
-        steps.append(_confirmation(instruction, min(settled, instruction.quantity)))
+        if instruction.quantity == 0:  # a PFOD: no part to settle, so it settles whole
+            steps.append(_confirmation(instruction, instruction.quantity))
+        else:
+            settled = partial_quantity(instruction.quantity, rule.settled_fraction)
+            steps.append(_confirmation(instruction, min(settled, instruction.quantity)))
     return steps
 
 

@@ -185,3 +185,73 @@ def test_a_rule_refuses_a_reason_that_is_not_a_code_of_its_outcome(
 ) -> None:
     with pytest.raises(ValidationError):
         Rule.model_validate({"outcome": outcome, "reason": reason})
+
+
+# Receive/deliver WITH payment (the cash goes the same way as the securities) and payment
+# free of delivery (quantity 0, cash only): the netted forms T2S calls RWP/DWP and PFOD.
+RWP = dataclasses.replace(
+    INSTRUCTION, quantity=Decimal("40"), settlement_amount=Decimal("5600.00"), credit_debit="CRDT"
+)
+PFOD = dataclasses.replace(
+    INSTRUCTION,
+    movement="DELI",
+    quantity=Decimal(0),
+    settlement_amount=Decimal("250.00"),
+    credit_debit="CRDT",
+)
+
+
+def _round_trips(steps: list[StatusAdvice | SettlementConfirmation]) -> None:
+    for message in steps:
+        if isinstance(message, SettlementConfirmation):
+            xml = bo_iso20022.render_sese025(message)
+            bo_iso20022.validate(xml)
+            assert bo_iso20022.parse(xml) == message
+
+
+def test_a_receive_with_payment_settles_echoing_its_credit() -> None:
+    steps = answer(bo_iso20022.parse_sese023(bo_iso20022.render_sese023(RWP)), [])
+
+    assert steps[0] == MATCHED
+    confirmation = steps[1]
+    assert isinstance(confirmation, SettlementConfirmation)
+    assert (confirmation.status, confirmation.movement, confirmation.credit_debit) == (
+        "settled",
+        "RECE",
+        "CRDT",
+    )
+    assert (confirmation.settled_quantity, confirmation.settled_amount) == (40, Decimal("5600"))
+    _round_trips(steps)
+
+
+def test_a_receive_with_payment_settles_partially_with_its_cash_in_proportion() -> None:
+    steps = answer(RWP, [Rule(outcome="partial")])
+
+    confirmation = steps[-1]
+    assert isinstance(confirmation, SettlementConfirmation)
+    assert (confirmation.status, confirmation.settled_quantity, confirmation.settled_amount) == (
+        "partially_settled",
+        Decimal(20),
+        Decimal("2800.00"),
+    )
+    assert confirmation.credit_debit == "CRDT"
+    _round_trips(steps)
+
+
+@pytest.mark.parametrize("rules", [[], [Rule(outcome="partial", settled_fraction=Decimal("0.3"))]])
+def test_a_payment_free_of_delivery_settles_whole_with_quantity_zero(rules: list[Rule]) -> None:
+    # No securities to settle a part of: a partial rule settles a PFOD whole.
+    steps = answer(bo_iso20022.parse_sese023(bo_iso20022.render_sese023(PFOD)), rules)
+
+    assert steps[0] == MATCHED
+    confirmation = steps[1]
+    assert isinstance(confirmation, SettlementConfirmation)
+    assert (
+        confirmation.status,
+        confirmation.movement,
+        confirmation.settled_quantity,
+        confirmation.remaining_quantity,
+        confirmation.settled_amount,
+        confirmation.indicator,
+    ) == ("settled", "DELI", Decimal(0), None, Decimal("250.00"), "CRDT")
+    _round_trips(steps)
