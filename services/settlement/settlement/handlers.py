@@ -706,7 +706,8 @@ def covered_shares(
 
     Settled in full: the net settled, so each trade settled its own quantity and cash.
     Partially settled: the depository settled a fraction f = settled / instructed of the
-    net quantity; each trade settles that fraction of its own terms. The gross totals
+    net quantity (of the net cash for a payment free of delivery, whose quantity is 0);
+    each trade settles that fraction of its own terms. The gross totals
     (sum of the trades' quantities x f, rounded down to 8 decimals; sum of their cash x f,
     rounded down to the currency's minor units) are split pro rata over the trades
     (netting.pro_rata: exact Decimal, each share rounded down, the remainder on the last
@@ -714,7 +715,14 @@ def covered_shares(
     """
     if status.status == "settled" or status.settled_quantity is None:
         return {r.trade_id: (r.quantity, trade_cash(r)) for r in rows}
-    fraction_num, fraction_den = status.settled_quantity, instruction.quantity
+    if instruction.quantity == 0:
+        # A payment free of delivery (quantity 0) has no securities fraction: a partial
+        # payment (no depository we know sends one) is the fraction of the cash.
+        if not status.settled_amount or not instruction.amount:
+            return {r.trade_id: (r.quantity, trade_cash(r)) for r in rows}
+        fraction_num, fraction_den = status.settled_amount, instruction.amount
+    else:
+        fraction_num, fraction_den = status.settled_quantity, instruction.quantity
     quantities = [r.quantity for r in rows]
     cash = [trade_cash(r) for r in rows]
     with localcontext(Context(prec=1000)):

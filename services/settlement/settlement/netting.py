@@ -11,17 +11,20 @@ Rules (everything seen from the firm's side)
       net cash     = sum of BUY amounts    - sum of SELL amounts      (> 0: the firm pays)
   FOP moves no cash at the depository, so an FOP obligation's cash counts as zero (as in
   `domain.instruction_terms`).
-- One instruction per group, by what nets to zero:
+- One instruction per group, by what nets to zero; each is one sese.023 (see `movement`):
   - net quantity != 0: kind "securities", RECEIVE (> 0) or DELIVER (< 0) the absolute net
     quantity; against payment (APMT) of the absolute net cash, debit (DBIT: the firm pays) or
     credit (CRDT: the firm is paid), when the group is DVP and the cash does not net to zero;
     FREE otherwise (FOP, or DVP cash that nets to exactly zero). Either cash direction can
-    come with either securities direction: receive 40 and be paid is a receive-with-payment.
+    come with either securities direction: receive 40 and be paid is a receive WITH payment
+    (T2S RWP: RECE, APMT, CRDT), deliver and pay a deliver with payment (DWP: DELI, DBIT).
   - net quantity == 0, net cash != 0 (DVP only): kind "payment_only", a payment free of
-    delivery. No securities move, so it has no direction and quantity 0, and it must not be
-    rendered as a receive or a deliver of securities: the caller sends the cash leg alone (the
-    schema does not forbid a zero quantity, but a depository would match it as a securities
-    movement that does not exist).
+    delivery (PFOD). No securities move, so `direction` is None and the quantity 0; it is
+    sent as T2S sends a PFOD: a sese.023 against payment (APMT) with settlement quantity 0
+    and the amount with its CdtDbtInd. A sese.023 must still name a securities movement; by
+    our convention it is RECE when the firm pays (DBIT) and DELI when it is paid (CRDT), the
+    movement whose conventional cash leg that is, so the counterparty's instruction is the
+    mirror image and `penalties.liable_party` puts a lack of cash (MONY) on the payer.
   - both zero: kind "netted_out", quantity 0, amount 0, nothing to send. Its trades are
     settled by netting on the settlement date; the instruction still exists so that every
     trade is covered by exactly one instruction and the trail shows where each trade went.
@@ -159,6 +162,15 @@ class PlannedInstruction:
         """Cash the firm pays (> 0) or is paid (< 0)."""
         return self.amount.copy_negate() if self.credit_debit == "CRDT" else self.amount
 
+    @property
+    def movement(self) -> Direction | None:
+        """The securities movement its sese.023 names: the direction; for a payment_only
+        (PFOD), RECEIVE when the firm pays and DELIVER when it is paid; None for netted_out,
+        which sends nothing."""
+        if self.kind == "payment_only":
+            return "RECEIVE" if self.credit_debit == "DBIT" else "DELIVER"
+        return self.direction
+
 
 def net(obligations: Iterable[ReadyObligation], *, run_id: str) -> list[PlannedInstruction]:
     """The instructions that settle `obligations`: one per group, or one per obligation for a
@@ -229,42 +241,37 @@ def _id(run_id: str, *parts: str) -> str:
 
 
 # --- what a run sends ------------------------------------------------------------------
-# bo_iso20022's sese.023 derives the cash direction from the securities movement (we pay,
-# DBIT, for what we receive; we are paid, CRDT, for what we deliver) and always moves
-# securities. So two kinds of netted result cannot be rendered as one sese.023:
-# - a securities instruction whose cash goes against its movement (receive 40 and be paid);
-# - a payment_only instruction (quantity 0, cash only).
-# A run settles such a group gross instead: one instruction per obligation (each of which
-# a sese.023 can express), with the gross ids of `net`. netted_out needs no message.
+# Every netted group is one instruction: bo_iso20022's sese.023 carries a cash leg in either
+# direction (credit_debit) and a payment free of delivery (quantity 0 against cash), so
+# there is no gross fallback. netted_out needs no message.
 
 
 def sendable(instruction: PlannedInstruction) -> bool:
     """Whether the instruction is a netted_out one (nothing to send) or a sese.023 can carry
-    it as planned."""
+    it as planned: a securities movement (free, or against payment either way) or a payment
+    free of delivery (against payment, quantity 0, a non-zero amount)."""
     if instruction.kind == "netted_out":
-        return True
+        return instruction.quantity == 0 and instruction.amount == 0
     if instruction.kind == "payment_only":
+        return (
+            instruction.quantity == 0
+            and instruction.payment == "APMT"
+            and instruction.amount > 0
+            and instruction.credit_debit is not None
+        )
+    if instruction.direction is None or instruction.quantity <= 0:
         return False
-    if instruction.payment == "FREE":
-        return True
-    conventional: CreditDebit = "DBIT" if instruction.direction == "RECEIVE" else "CRDT"
-    return instruction.credit_debit == conventional
+    return (instruction.payment == "FREE") == (instruction.credit_debit is None)
 
 
 def plan_run(obligations: Iterable[ReadyObligation], *, run_id: str) -> list[PlannedInstruction]:
-    """`net`, with every group that `sendable` refuses settled gross instead."""
-    given = list(obligations)
-    planned = net(given, run_id=run_id)
-    refused = {t for p in planned if not sendable(p) for t in p.trade_ids}
-    if not refused:
-        return planned
-    kept = [p for p in planned if sendable(p)]
-    fallback = [
-        ReadyObligation(**{**o.__dict__, "netting_off": True})
-        for o in given
-        if o.trade_id in refused
-    ]
-    return sorted([*kept, *net(fallback, run_id=run_id)], key=lambda i: (i.key, i.trade_ids))
+    """What a run sends: `net`, every group one instruction. Raises NettingError if `net`
+    ever planned one that a sese.023 cannot carry (see `sendable`); it does not."""
+    planned = net(obligations, run_id=run_id)
+    refused = [p for p in planned if not sendable(p)]
+    if refused:
+        raise NettingError(f"no sese.023 can carry instructions {[p.trade_ids for p in refused]}")
+    return planned
 
 
 def pro_rata(total: Decimal, weights: Sequence[Decimal], step: Decimal) -> list[Decimal]:

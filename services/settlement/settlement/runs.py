@@ -6,7 +6,11 @@ instructions, in one transaction; and the cycle that runs them automatically.
   instructed), locks them, plans the instructions with `netting.plan_run` and saves, in the
   same transaction: the run, one InstructionRow per planned instruction (its trade ids and
   run id), every obligation instructed with its instruction's id, one sese.023 per
-  securities instruction in the outbox and settlement.instructed per trade.
+  instruction that is not netted_out in the outbox and settlement.instructed per trade.
+  Every netted group is one instruction: a securities one (its cash either way: a receive or
+  deliver with payment carries its CdtDbtInd) or a payment free of delivery (payment_only:
+  quantity 0 against the net cash; movement and stored direction RECEIVE when the firm pays,
+  DELIVER when it is paid, see `netting.PlannedInstruction.movement`).
 - A netted_out instruction (quantity and cash both net to zero) sends nothing: it is
   settled by netting at once, with status reason "netted out", and each of its trades is
   settled with settlement.settled carrying the trade's own quantity and cash, as the
@@ -199,7 +203,7 @@ def _save(
             instruction_id=instruction_id,
             trade_ids=list(plan.trade_ids),
             account=",".join(plan.accounts),
-            direction=plan.direction or "NONE",
+            direction=plan.movement or "NONE",
             payment=plan.payment,
             isin=plan.key.isin,
             quantity=plan.quantity,
@@ -221,7 +225,7 @@ def _save(
     if not netted_out:
         message = bo_iso20022.SettlementInstruction(
             instruction_id=instruction_id,
-            movement="RECE" if plan.direction == "RECEIVE" else "DELI",
+            movement="RECE" if plan.movement == "RECEIVE" else "DELI",
             payment=plan.payment,
             trade_date=max(r.trade_date for r in rows),
             settlement_date=plan.key.settlement_date,
@@ -235,6 +239,7 @@ def _save(
             safekeeping_account=ssi.safekeeping_account,
             cash_account=ssi.cash_account,
             trade_ids=plan.trade_ids,
+            credit_debit=plan.credit_debit,
         )
         uow.outbox.put_raw(
             event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"sese.023:{instruction_id}"),

@@ -21,6 +21,7 @@ from settlement.netting import (
     SettlementType,
     Side,
     net,
+    sendable,
 )
 
 RUN = "2b1e7c4e-5a55-4f1e-9c1f-6a0d2f3c9a10"
@@ -283,6 +284,11 @@ def test_instruction_fields_follow_the_signs_of_the_nets(
             assert (i.payment, i.amount, i.credit_debit) == ("FREE", Decimal(0), None)
         assert (i.payment == "APMT") == (i.amount != 0)
         assert (i.credit_debit is None) == (i.payment == "FREE")
+        # What its sese.023 names: every instruction but a netted_out one is sent.
+        assert (i.movement is None) == (i.kind == "netted_out")
+        if i.kind == "payment_only":
+            assert i.movement == ("RECEIVE" if i.credit_debit == "DBIT" else "DELIVER")
+        assert sendable(i)
 
 
 @settings(max_examples=100, deadline=None)
@@ -349,6 +355,8 @@ def test_the_same_quantity_bought_and_sold_at_different_prices_is_a_payment_only
     assert only.kind == "payment_only"
     assert (only.direction, only.quantity) == (None, Decimal(0))
     assert (only.payment, only.amount, only.credit_debit) == ("APMT", Decimal(250), "CRDT")
+    # Sent as a payment free of delivery; the firm is paid, so the movement is DELIVER.
+    assert only.movement == "DELIVER"
     assert only.trade_ids == ("T1", "T2")
 
 

@@ -61,25 +61,60 @@ def test_buy_100_sell_60_is_one_receive_40_against_payment() -> None:
     assert sendable(only)
 
 
-def test_cash_against_the_movement_settles_gross() -> None:
-    # Receive 40 and be paid 100: a sese.023 derives CdtDbtInd from the movement.
+def test_cash_with_the_movement_is_one_receive_with_payment() -> None:
+    # Receive 40 and be paid 100: one RECE with CdtDbtInd CRDT (T2S RWP), not gross.
     given_ = [obligation("t1", "BUY", "100", "500.00"), obligation("t2", "SELL", "60", "600.00")]
-    planned = plan_run(given_, run_id=RUN)
-    assert sorted(p.trade_ids for p in planned) == [("t1",), ("t2",)]
-    assert all(p.gross and p.kind == "securities" and sendable(p) for p in planned)
+    [only] = plan_run(given_, run_id=RUN)
+    assert (only.kind, only.gross, only.trade_ids) == ("securities", False, ("t1", "t2"))
+    assert (only.direction, only.movement, only.quantity) == ("RECEIVE", "RECEIVE", Decimal(40))
+    assert (only.payment, only.amount, only.credit_debit) == ("APMT", Decimal("100.00"), "CRDT")
+    assert sendable(only)
 
 
-def test_payment_only_settles_gross_and_netted_out_sends_nothing() -> None:
-    payment_only = plan_run(
-        [obligation("t1", "BUY", "10", "100.00"), obligation("t2", "SELL", "10", "90.00")],
+def test_deliver_and_pay_is_one_deliver_with_payment() -> None:
+    given_ = [obligation("t1", "BUY", "60", "900.00"), obligation("t2", "SELL", "100", "500.00")]
+    [only] = plan_run(given_, run_id=RUN)
+    assert (only.kind, only.gross, only.movement, only.quantity) == (
+        "securities",
+        False,
+        "DELIVER",
+        Decimal(40),
+    )
+    assert (only.payment, only.amount, only.credit_debit) == ("APMT", Decimal("400.00"), "DBIT")
+    assert sendable(only)
+
+
+@pytest.mark.parametrize(
+    ("bought_at", "sold_at", "credit_debit", "movement"),
+    [("100.00", "90.00", "DBIT", "RECEIVE"), ("90.00", "100.00", "CRDT", "DELIVER")],
+)
+def test_payment_only_is_one_payment_free_of_delivery(
+    bought_at: str, sold_at: str, credit_debit: str, movement: str
+) -> None:
+    # The same quantity bought and sold at different prices: cash only, sent as a PFOD
+    # whose movement is RECEIVE when the firm pays and DELIVER when it is paid.
+    [only] = plan_run(
+        [obligation("t1", "BUY", "10", bought_at), obligation("t2", "SELL", "10", sold_at)],
         run_id=RUN,
     )
-    assert [p.trade_ids for p in payment_only] == [("t1",), ("t2",)]
+    assert (only.kind, only.gross, only.trade_ids) == ("payment_only", False, ("t1", "t2"))
+    assert (only.direction, only.quantity, only.payment, only.amount) == (
+        None,
+        Decimal(0),
+        "APMT",
+        Decimal("10.00"),
+    )
+    assert (only.credit_debit, only.movement) == (credit_debit, movement)
+    assert sendable(only)
+
+
+def test_netted_out_sends_nothing() -> None:
     [netted_out] = plan_run(
         [obligation("t1", "BUY", "10", "100.00"), obligation("t2", "SELL", "10", "100.00")],
         run_id=RUN,
     )
     assert netted_out.kind == "netted_out" and sendable(netted_out)
+    assert netted_out.movement is None
 
 
 def test_netting_off_is_gross() -> None:
@@ -108,6 +143,8 @@ def test_plan_run_covers_every_trade_once_and_keeps_the_nets(trades: list[Any]) 
     planned = plan_run(given_, run_id=RUN)
     assert Counter(t for p in planned for t in p.trade_ids) == Counter(o.trade_id for o in given_)
     assert all(sendable(p) for p in planned)
+    # No fallback to gross: one instruction per group, and they all share one group here.
+    assert len(planned) == 1 and not planned[0].gross
     assert sum(p.net_quantity for p in planned) == sum(o.signed_quantity for o in given_)
     assert sum(p.net_cash for p in planned) == sum(o.signed_cash for o in given_)
 
@@ -185,3 +222,28 @@ def test_a_partial_netted_instruction_splits_pro_rata_with_the_remainder_on_the_
     shares = covered_shares(instruction, rows, status)
     assert sum(q for q, _ in shares.values()) == Decimal("53.33333333")
     assert sum(a for _, a in shares.values()) == Decimal("533.33")
+
+
+def test_a_payment_free_of_delivery_settled_in_full_settles_each_trade_on_its_own_terms() -> None:
+    instruction: Any = SimpleNamespace(quantity=Decimal(0), amount=Decimal("10"), currency="USD")
+    rows = [row("t1", "BUY", "100", "1000"), row("t2", "SELL", "100", "990")]
+    status = CsdStatus("i", "settled", settled_quantity=Decimal(0), settled_amount=Decimal(10))
+    assert covered_shares(instruction, rows, status) == {
+        "t1": (Decimal("100"), Decimal("1000.00")),
+        "t2": (Decimal("100"), Decimal("990.00")),
+    }
+
+
+def test_a_partial_payment_free_of_delivery_splits_by_its_cash_not_by_a_zero_quantity() -> None:
+    # Quantity 0: no securities fraction to divide by; a partial payment is a cash fraction.
+    instruction: Any = SimpleNamespace(quantity=Decimal(0), amount=Decimal("10"), currency="USD")
+    rows = [row("t1", "BUY", "100", "1000"), row("t2", "SELL", "100", "990")]
+    half = CsdStatus(
+        "i", "partially_settled", settled_quantity=Decimal(0), settled_amount=Decimal(5)
+    )
+    assert covered_shares(instruction, rows, half) == {
+        "t1": (Decimal("50.00000000"), Decimal("500.00")),
+        "t2": (Decimal("50.00000000"), Decimal("495.00")),
+    }
+    no_cash = CsdStatus("i", "partially_settled", settled_quantity=Decimal(0))
+    assert covered_shares(instruction, rows, no_cash)["t1"] == (Decimal(100), Decimal("1000.00"))
