@@ -1,6 +1,8 @@
 """Netting runs end to end: trades of one counterparty, ISIN, currency, date and SSI are
 netted into one instruction by the automatic cycle or by POST /v1/netting-runs; each trade
 settles on its own terms in the ledger; a counterparty with netting off settles gross.
+Every netted group is one instruction: a receive with payment (receive and be paid) and a
+payment free of delivery (the same quantity both ways at different prices) settle too.
 
 The stack runs the cycle every 2 s (the default). To see two trades netted together, and
 to drive the manual route, a test holds the cycle's advisory lock (as another replica
@@ -33,6 +35,8 @@ pytestmark = pytest.mark.e2e
 IBM = "US4592001014"
 COCA_COLA = "US1912161007"
 PFIZER = "US7170811035"
+WALMART = "US9311421039"
+INTEL = "US4581401001"
 PRICE = "10.125"
 
 
@@ -59,7 +63,9 @@ async def cycle_paused(db: AsyncEngine) -> AsyncIterator[None]:
 
 async def post_trade(gateway: httpx.AsyncClient, keys: dict[str, str], **overrides: str) -> str:
     response = await gateway.post(
-        "/v1/trades", json=a_trade(price=PRICE, **overrides), headers=auth(keys["trader"])
+        "/v1/trades",
+        json=a_trade(**{"price": PRICE, **overrides}),
+        headers=auth(keys["trader"]),
     )
     assert response.status_code == 201, response.text
     return str(response.json()["trade_id"])
@@ -295,3 +301,104 @@ async def test_netting_routes_refuse_what_they_must(
     assert bad_lei.status_code == 422, bad_lei.text
     no_flag = await settlement.put("/v1/counterparties/784F5XWPLTWKTBV3E584/netting", json={})
     assert no_flag.status_code == 422
+
+
+async def trial_balance_is_zero(stack: Stack, key: str) -> None:
+    async with httpx.AsyncClient(
+        base_url=stack.url("ledger"), timeout=10, headers=auth(key)
+    ) as ledger:
+        trial = (await ledger.get("/v1/trial-balance")).json()
+    assert trial["balanced"] is True and trial["non_zero_units"] == [], trial
+    assert all(Decimal(total) == 0 for total in trial["totals_by_unit"].values())
+
+
+async def wait_instruction_state(
+    settlement: httpx.AsyncClient, instruction_id: str, state: str
+) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while True:
+        response = await settlement.get(f"/v1/instructions/{instruction_id}")
+        assert response.status_code == 200, response.text
+        if response.json()["state"] == state:
+            return dict(response.json())
+        if time.monotonic() > deadline:
+            raise AssertionError(f"instruction {instruction_id}: {response.json()}")
+        await asyncio.sleep(0.1)
+
+
+async def test_the_same_quantity_at_different_prices_is_one_payment_free_of_delivery(
+    stack: Stack,
+    keys: dict[str, str],
+    gateway: httpx.AsyncClient,
+    settlement: httpx.AsyncClient,
+    databases: dict[str, AsyncEngine],
+) -> None:
+    async with cycle_paused(databases["settlement"]):
+        buy = await post_trade(
+            gateway, keys, isin=WALMART, side="BUY", quantity="100", price="10.125"
+        )
+        sell = await post_trade(
+            gateway, keys, isin=WALMART, side="SELL", quantity="100", price="10.375"
+        )
+        await wait_ready(settlement, buy, sell)
+    instruction = await wait_instructed(settlement, buy)
+    # Paid 1037.50, paying 1012.50: the firm is paid 25.00 and no securities move. Sent as
+    # a PFOD (APMT, quantity 0, CRDT), whose movement is DELIVER as the firm is paid.
+    assert sorted(instruction["trade_ids"]) == sorted([buy, sell])
+    assert (instruction["kind"], instruction["gross"]) == ("payment_only", False)
+    assert (instruction["direction"], instruction["payment"], instruction["credit_debit"]) == (
+        "DELIVER",
+        "APMT",
+        "CRDT",
+    )
+    assert Decimal(instruction["quantity"]) == 0
+    assert Decimal(instruction["amount"]) == Decimal("25.00")
+
+    settled = await wait_instruction_state(settlement, instruction["instruction_id"], "settled")
+    assert Decimal(settled["quantity"]) == 0
+    for trade_id in (buy, sell):
+        await wait_for_state(gateway, keys["trader"], trade_id, "settled")
+    buy_entry = await settled_entry(stack, keys["ops"], buy)
+    sell_entry = await settled_entry(stack, keys["ops"], sell)
+    # Each trade settled on its own terms, at its SSI's depository and custodian.
+    assert moved(buy_entry, WALMART) == {Decimal(100)}
+    assert moved(buy_entry, "USD") == {Decimal("1012.50")}
+    assert moved(sell_entry, WALMART) == {Decimal(100)}
+    assert moved(sell_entry, "USD") == {Decimal("1037.50")}
+    assert located(buy_entry) == located(sell_entry) == {"depository", "custodian"}
+    await trial_balance_is_zero(stack, keys["ops"])
+
+
+async def test_receive_and_be_paid_is_one_receive_with_payment(
+    stack: Stack,
+    keys: dict[str, str],
+    gateway: httpx.AsyncClient,
+    settlement: httpx.AsyncClient,
+    databases: dict[str, AsyncEngine],
+) -> None:
+    async with cycle_paused(databases["settlement"]):
+        buy = await post_trade(gateway, keys, isin=INTEL, side="BUY", quantity="100", price="5")
+        sell = await post_trade(gateway, keys, isin=INTEL, side="SELL", quantity="60", price="20")
+        await wait_ready(settlement, buy, sell)
+    instruction = await wait_instructed(settlement, buy)
+    # Receive 40 and be paid 1200.00 - 500.00 = 700.00: RECE with CdtDbtInd CRDT (T2S RWP).
+    assert sorted(instruction["trade_ids"]) == sorted([buy, sell])
+    assert (instruction["kind"], instruction["gross"]) == ("securities", False)
+    assert (instruction["direction"], instruction["payment"], instruction["credit_debit"]) == (
+        "RECEIVE",
+        "APMT",
+        "CRDT",
+    )
+    assert Decimal(instruction["quantity"]) == 40
+    assert Decimal(instruction["amount"]) == Decimal("700.00")
+
+    await wait_instruction_state(settlement, instruction["instruction_id"], "settled")
+    for trade_id in (buy, sell):
+        await wait_for_state(gateway, keys["trader"], trade_id, "settled")
+    buy_entry = await settled_entry(stack, keys["ops"], buy)
+    sell_entry = await settled_entry(stack, keys["ops"], sell)
+    assert moved(buy_entry, INTEL) == {Decimal(100)}
+    assert moved(buy_entry, "USD") == {Decimal("500.00")}
+    assert moved(sell_entry, INTEL) == {Decimal(60)}
+    assert moved(sell_entry, "USD") == {Decimal("1200.00")}
+    await trial_balance_is_zero(stack, keys["ops"])

@@ -498,6 +498,13 @@ async def instruct(
             account=row.account,
             direction=terms.direction,
             payment=terms.payment,
+            credit_debit=(
+                None
+                if terms.payment != "APMT"
+                else "DBIT"
+                if terms.direction == "RECEIVE"
+                else "CRDT"
+            ),
             isin=row.isin,
             quantity=terms.quantity,
             amount=amount,

@@ -205,6 +205,7 @@ def _save(
             account=",".join(plan.accounts),
             direction=plan.movement or "NONE",
             payment=plan.payment,
+            credit_debit=plan.credit_debit,
             isin=plan.key.isin,
             quantity=plan.quantity,
             amount=plan.amount,

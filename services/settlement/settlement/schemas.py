@@ -152,9 +152,13 @@ class InstructionOut(BaseModel):
     status_reason: str | None
     # The netting run that made it (None: instructed gross at once, netting disabled).
     run_id: str | None = None
-    # securities (sent as a sese.023) or netted_out (nothing sent, settled by netting).
+    # securities or payment_only (a payment free of delivery, quantity 0), each sent as a
+    # sese.023, or netted_out (nothing sent, settled by netting).
     kind: str = "securities"
     gross: bool = True
+    # Against payment: DBIT the firm pays amount, CRDT it is paid (either with either
+    # direction); None free of payment.
+    credit_debit: str | None = None
 
 
 class NettingRunIn(BaseModel):

@@ -138,12 +138,17 @@ class InstructionRow(Base):
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
     # The netting run that made it (None: instructed gross at once, netting disabled).
     run_id: Mapped[str | None] = mapped_column(sa.Text)
-    # securities (sent as a sese.023) or netted_out (nothing to send; settled by netting).
+    # securities or payment_only (sent as a sese.023; payment_only as a payment free of
+    # delivery) or netted_out (nothing to send; settled by netting).
     kind: Mapped[str] = mapped_column(sa.Text, default="securities")
     # True when the instruction covers one trade on its own terms (gross).
     gross: Mapped[bool] = mapped_column(sa.Boolean, default=True)
     # The SSI version it was sent with (None: sent before revision 0006).
     ssi_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # Against payment (APMT): DBIT the firm pays `amount`, CRDT it is paid; None free of
+    # payment. Either way with either direction (receive/deliver with payment), and on a
+    # payment free of delivery (kind payment_only, quantity 0).
+    credit_debit: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class NettingRunRow(Base):
