@@ -77,6 +77,7 @@ def _fail(instruction: InstructionRow, covered: list[ObligationRow], as_of: date
         csdr=bool(market and market.csdr),
         status_reason=instruction.status_reason,
         direction=instruction.direction,
+        credit_debit=instruction.credit_debit,
         isin=instruction.isin,
         # Penalised on what is still to settle: all of it, or a partial's remainder.
         quantity=remaining,

@@ -247,13 +247,18 @@ class FailAssessment:
     liable: Literal["us", "counterparty"] | None
 
 
-def liable_party(reason: str | None, direction: str) -> Literal["us", "counterparty"] | None:
-    """LACK on a delivery (or MONY on a receipt against payment) is our fail; the reverse is
-    the counterparty's. Other reasons do not say whose the fail is."""
+def liable_party(
+    reason: str | None, direction: str, credit_debit: str | None = None
+) -> Literal["us", "counterparty"] | None:
+    """LACK on a delivery (or MONY when we pay) is our fail; the reverse is the
+    counterparty's. We pay when credit_debit is DBIT; without it, conventionally, for what
+    we receive (a receive/deliver with payment pays the other way). Other reasons do not say
+    whose the fail is."""
     if reason == "LACK":
         return "us" if direction == "DELIVER" else "counterparty"
     if reason == "MONY":
-        return "us" if direction == "RECEIVE" else "counterparty"
+        we_pay = credit_debit == "DBIT" if credit_debit else direction == "RECEIVE"
+        return "us" if we_pay else "counterparty"
     return None
 
 
@@ -269,6 +274,7 @@ def assess(
     quantity: Decimal,
     price: Decimal,
     currency: str,
+    credit_debit: str | None = None,
 ) -> FailAssessment:
     """Everything /v1/fails shows about one failing instruction."""
     days = tuple(fail_days(intended_settlement_date, as_of, is_business_day))
@@ -296,5 +302,5 @@ def assess(
         reference_value=reference,
         penalty=penalty,
         penalty_note=note,
-        liable=liable_party(code, direction),
+        liable=liable_party(code, direction, credit_debit),
     )

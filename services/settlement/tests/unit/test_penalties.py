@@ -20,6 +20,7 @@ from settlement.penalties import (
     daily_penalty,
     daily_rate,
     fail_days,
+    liable_party,
 )
 
 XPAR = business_days("XPAR").is_business_day
@@ -191,3 +192,24 @@ def test_age_and_penalty_are_monotonic(
         isd, later, reference, basis, cls
     )
     assert _accrued(isd, later, reference, basis, cls) >= 0
+
+
+@pytest.mark.parametrize(
+    ("direction", "credit_debit", "liable"),
+    [
+        ("RECEIVE", None, "us"),  # conventional: we pay for what we receive
+        ("DELIVER", None, "counterparty"),
+        ("RECEIVE", "DBIT", "us"),
+        ("DELIVER", "CRDT", "counterparty"),
+        ("RECEIVE", "CRDT", "counterparty"),  # receive with payment: we are paid
+        ("DELIVER", "DBIT", "us"),  # deliver with payment, or a PFOD we pay
+    ],
+)
+def test_a_lack_of_cash_is_the_fail_of_whoever_pays(
+    direction: str, credit_debit: str | None, liable: str
+) -> None:
+    assert liable_party("MONY", direction, credit_debit) == liable
+    # A lack of securities is still the deliverer's.
+    assert liable_party("LACK", direction, credit_debit) == (
+        "us" if direction == "DELIVER" else "counterparty"
+    )
