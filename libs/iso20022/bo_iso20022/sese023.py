@@ -23,10 +23,14 @@ Where things go (paths under Document/SctiesSttlmTxInstr):
 
 from __future__ import annotations
 
+from typing import TypeVar
 from xml.etree.ElementTree import Element
 
 from bo_iso20022 import values, xmltree
 from bo_iso20022.messages import (
+    CREDIT_DEBITS,
+    MOVEMENTS,
+    PAYMENTS,
     CreditDebit,
     Movement,
     Payment,
@@ -170,32 +174,28 @@ def instruction_of(root: Element) -> SettlementInstruction:
         raise read.error(str(error), _ROOT) from None
 
 
-def read_movement(read: xmltree.Reader, path: str) -> Movement:
+_Code = TypeVar("_Code", bound=str)
+
+
+def _read_code(read: xmltree.Reader, path: str, codes: tuple[_Code, ...], what: str) -> _Code:
     text = read.text(path)
-    if text == "RECE":
-        return "RECE"
-    if text == "DELI":
-        return "DELI"
-    raise read.error(f"unknown movement {text!r}", path)
+    for code in codes:
+        if text == code:
+            return code
+    raise read.error(f"unknown {what} {text!r}", path)
+
+
+def read_movement(read: xmltree.Reader, path: str) -> Movement:
+    return _read_code(read, path, MOVEMENTS, "movement")
 
 
 def read_credit_debit(read: xmltree.Reader, path: str) -> CreditDebit:
     """Either indicator: the conventional one of the movement, or a with-payment one."""
-    text = read.text(path)
-    if text == "CRDT":
-        return "CRDT"
-    if text == "DBIT":
-        return "DBIT"
-    raise read.error(f"unknown credit/debit indicator {text!r}", path)
+    return _read_code(read, path, CREDIT_DEBITS, "credit/debit indicator")
 
 
 def read_payment(read: xmltree.Reader, path: str) -> Payment:
-    text = read.text(path)
-    if text == "APMT":
-        return "APMT"
-    if text == "FREE":
-        return "FREE"
-    raise read.error(f"unknown payment {text!r}", path)
+    return _read_code(read, path, PAYMENTS, "payment")
 
 
 def _bic(text: str) -> str:
