@@ -8,11 +8,13 @@ what `make run` holds. Writes var/bench/latest.json and prints a table.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import platform
 import statistics
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -455,13 +457,7 @@ def main(*, trades: int, rate: float, batch_trades: int, parts: tuple[str, ...] 
         "machine": {"python": platform.python_version(), "cpus": _cpus()},
     }
     if "pipeline" in parts or "compliance" in parts:
-        stack = Stack(isolated_config("bench", extra_env={"LOG_LEVEL": "WARNING"}))
-        try:
-            stack.prepare()
-            stack.start_all()
-            stack.wait_ready(timeout_s=90)
-            keys = set_up_demo(stack, keys_file=None)
-            asyncio.run(_unlimited(stack, "dev-trader"))
+        with demo_stack("bench") as (stack, keys):
             if "pipeline" in parts:
                 result |= asyncio.run(
                     measure(
@@ -478,8 +474,6 @@ def main(*, trades: int, rate: float, batch_trades: int, parts: tuple[str, ...] 
                 result["compliance"] = asyncio.run(
                     bench_compliance.run(stack, keys, trades=trades, rate=rate)
                 )
-        finally:
-            stack.stop_all()
     if "ledger" in parts:
         result["ledger"] = asyncio.run(bench_ledger.run())
     if "audit" in parts:
@@ -496,6 +490,22 @@ def main(*, trades: int, rate: float, batch_trades: int, parts: tuple[str, ...] 
             print()
     log(f"figures written to {ROOT / 'var' / 'bench' / 'latest.json'}")
     return 0
+
+
+@contextlib.contextmanager
+def demo_stack(name: str) -> Iterator[tuple[Stack, dict[str, str]]]:
+    """Every process on ports and databases of its own, with the demo data and the bench's
+    client unlimited; stopped afterwards. Yields the stack and the demo keys."""
+    stack = Stack(isolated_config(name, extra_env={"LOG_LEVEL": "WARNING"}))
+    try:
+        stack.prepare()
+        stack.start_all()
+        stack.wait_ready(timeout_s=90)
+        keys = set_up_demo(stack, keys_file=None)
+        asyncio.run(_unlimited(stack, "dev-trader"))
+        yield stack, keys
+    finally:
+        stack.stop_all()
 
 
 async def _unlimited(stack: Stack, client: str) -> None:

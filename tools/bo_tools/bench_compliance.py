@@ -36,8 +36,8 @@ from stdnum import isin as stdnum_isin
 from bo_common.contracts import gateway as gateway_contract
 from bo_common.db import asyncpg_dsn
 from bo_common.envelope import Envelope, new_event
-from bo_tools.bench import _unlimited, percentile, single_trades_at_rate
-from bo_tools.demo import sample_trade, set_up_demo
+from bo_tools.bench import demo_stack, percentile, single_trades_at_rate
+from bo_tools.demo import sample_trade
 from bo_tools.stack import BY_NAME, ROOT, Stack, isolated_config, log, write_json
 
 # Counterparties with SSIs in the US (so trades go on through settlement, as in `make
@@ -361,13 +361,7 @@ async def run(
 def main(*, trades: int, rate: float) -> int:
     log(f"the evaluation alone: {trades} trade.captured events, 100 a transaction")
     alone = asyncio.run(handler_benchmark(trades))
-    stack = Stack(isolated_config("bench_compliance", extra_env={"LOG_LEVEL": "WARNING"}))
-    try:
-        stack.prepare()
-        stack.start_all()
-        stack.wait_ready(timeout_s=90)
-        keys = set_up_demo(stack, keys_file=None)
-        asyncio.run(_unlimited(stack, "dev-trader"))
+    with demo_stack("bench_compliance") as (stack, keys):
 
         async def measure() -> dict[str, float]:
             log("warm-up: 300 trades at 100/s")
@@ -376,8 +370,6 @@ def main(*, trades: int, rate: float) -> int:
             return await run(stack, keys, trades=trades, rate=rate)
 
         result = {**alone, **asyncio.run(measure())}
-    finally:
-        stack.stop_all()
     write_json(
         ROOT / "var" / "bench" / "compliance.json",
         {"when": datetime.now(UTC).isoformat(), **result},
