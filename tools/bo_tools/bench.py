@@ -234,6 +234,10 @@ async def batch_intake(
     }
 
 
+# Trades of the compliance monitor's burst: the batch route's full speed for about 2 s.
+COMPLIANCE_BURST = 5000
+
+
 def _percentiles(values: list[float]) -> dict[str, float]:
     return {
         "p50": statistics.median(values),
@@ -376,6 +380,8 @@ async def measure(
         # Before the batch intake, whose 20,000 trades take the cluster minutes to work off.
         log(f"compliance: {trades} trades at {rate:.0f}/s, every default rule on")
         monitor["compliance"] = await bench_compliance.run(stack, keys, trades=trades, rate=rate)
+        log(f"compliance: a burst of {COMPLIANCE_BURST} trades through the batch route")
+        monitor["compliance"] |= await bench_compliance.burst(stack, keys, trades=COMPLIANCE_BURST)
 
     log(f"batch intake: {batch_trades} trades in batches of 1,000, 2 clients")
     batch_orders = [_trade(trades + n, run) for n in range(batch_trades)]
@@ -511,6 +517,10 @@ def main(*, trades: int, rate: float, batch_trades: int, parts: tuple[str, ...] 
                 log(f"compliance: {trades} trades at {rate:.0f}/s, every default rule on")
                 result["compliance"] = asyncio.run(
                     bench_compliance.run(stack, keys, trades=trades, rate=rate)
+                )
+                log(f"compliance: a burst of {COMPLIANCE_BURST} trades through the batch route")
+                result["compliance"] |= asyncio.run(
+                    bench_compliance.burst(stack, keys, trades=COMPLIANCE_BURST)
                 )
     if "ledger" in parts:
         result["ledger"] = asyncio.run(bench_ledger.run())

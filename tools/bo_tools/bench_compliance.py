@@ -36,7 +36,7 @@ from stdnum import isin as stdnum_isin
 from bo_common.contracts import gateway as gateway_contract
 from bo_common.db import asyncpg_dsn
 from bo_common.envelope import Envelope, new_event
-from bo_tools.bench import demo_stack, percentile, single_trades_at_rate
+from bo_tools.bench import batch_intake, demo_stack, percentile, single_trades_at_rate
 from bo_tools.demo import sample_trade
 from bo_tools.stack import BY_NAME, ROOT, Stack, isolated_config, log, write_json
 
@@ -355,6 +355,51 @@ async def run(
         "drain_after_last_trade_s": max((last - sent_done).total_seconds(), 0.0),
         "held": float(sum(1 for o in outcomes.values() if o == "held")),
         "not_evaluated_in_time": float(len(trade_ids) - len(evaluated)),
+    }
+
+
+async def burst(stack: Stack, keys: dict[str, str], *, trades: int) -> dict[str, float]:
+    """The monitor behind the batch route's full intake: `trades` through POST
+    /v1/trades/batch (1,000 a batch, 2 clients) as fast as the gateway takes them, then
+    until the monitor has evaluated each. Its rate with a backlog is what it can sustain."""
+    orders = bench_trades(trades, f"{int(time.time())}-burst", seed=11)
+    started = datetime.now(UTC)
+    intake = await batch_intake(stack, keys["trader"], orders, batch_size=1000, clients=2)
+    accepted = datetime.now(UTC)
+    compliance = await asyncpg.connect(
+        asyncpg_dsn(stack.database_url(BY_NAME["compliance_monitor"]))
+    )
+    gateway = await asyncpg.connect(asyncpg_dsn(stack.database_url(BY_NAME["gateway"])))
+    try:
+        rows = await gateway.fetch(
+            "SELECT trade_id, received_at FROM trades WHERE received_at >= $1", started
+        )
+        received = {r["trade_id"]: r["received_at"] for r in rows}
+        trade_ids = list(received)
+        deadline = time.monotonic() + max(120.0, trades / 20)
+        while True:
+            done = await compliance.fetch(
+                "SELECT trade_id, evaluated_at FROM evaluations "
+                "WHERE trade_id = ANY($1) AND version = 1",
+                trade_ids,
+            )
+            if len(done) == len(trade_ids) or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.25)
+    finally:
+        await compliance.close()
+        await gateway.close()
+    evaluated = {r["trade_id"]: r["evaluated_at"] for r in done}
+    lags_ms = [(evaluated[t] - received[t]).total_seconds() * 1000 for t in evaluated]
+    last = max(evaluated.values())
+    return {
+        "burst_trades": float(len(trade_ids)),
+        "burst_intake_per_s": float(intake["trades_per_second"]),
+        "burst_evaluations_per_s": len(evaluated) / max((last - started).total_seconds(), 1e-9),
+        "burst_drain_after_intake_s": max((last - accepted).total_seconds(), 0.0),
+        "burst_lag_ms_p50": statistics.median(lags_ms),
+        "burst_lag_ms_p99": percentile(lags_ms, 0.99),
+        "burst_not_evaluated_in_time": float(len(trade_ids) - len(evaluated)),
     }
 
 
