@@ -59,6 +59,10 @@ Handler = Callable[[Envelope, UnitOfWork], Awaitable[None]]
 # For a topic whose messages are not envelopes of ours (e.g. ISO 20022 XML on csd.status):
 # the record's value as it came, and the unit of work.
 RawHandler = Callable[[bytes, UnitOfWork], Awaitable[None]]
+# Applies a run of consecutive events in one call (set-based: one statement for many events
+# where a Handler would send one each). Its event types keep their Handler: the batch is
+# applied event by event with it when the run fails.
+BatchHandler = Callable[[list[Envelope], UnitOfWork], Awaitable[None]]
 
 # The Kafka record whose event a handler is applying: for a handler that records where the
 # event came from (the audit log keeps its topic, partition and offset).
@@ -90,6 +94,7 @@ class _Work:
     event_type: str
     correlation_id: str | None
     apply: Callable[[UnitOfWork], Awaitable[None]]
+    event: Envelope | None = None
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -124,9 +129,14 @@ class ConsumeLoop:
         on_commit: Callable[[], None] | None = None,
         default_handler: Handler | None = None,
         raw_handlers: Mapping[str, RawHandler] | None = None,
+        batch_handlers: Mapping[str, BatchHandler] | None = None,
         stall_timeout_s: float = 60.0,
     ) -> None:
         self._default_handler = default_handler
+        missing = set(batch_handlers or {}) - set(handlers)
+        if missing:
+            raise ValueError(f"a batch handler needs a handler of the same type: {missing}")
+        self._batch_handlers = dict(batch_handlers or {})
         # topic -> handler of its raw values: these topics' messages are not read as
         # envelopes; their inbox id is raw_message_id(topic, value).
         self._raw_handlers = dict(raw_handlers or {})
@@ -302,10 +312,11 @@ class ConsumeLoop:
             event_type=event.type,
             correlation_id=event.correlation_id,
             apply=functools.partial(handler, event),
+            event=event,
         )
 
     @contextlib.contextmanager
-    def _context(self, item: _Work) -> Iterator[None]:
+    def _context(self, item: _Work, *, timed: bool = True) -> Iterator[None]:
         """While an event is applied: its record, its ids in every log line, and a span
         continuing the trace its record's `traceparent` header carries."""
         token = current_record.set(item.record)
@@ -339,9 +350,10 @@ class ConsumeLoop:
                 started = time.perf_counter()
                 yield
                 self._progress_at = time.monotonic()
-                EVENT_SECONDS.labels(self.name, item.record.topic).observe(
-                    time.perf_counter() - started
-                )
+                if timed:
+                    EVENT_SECONDS.labels(self.name, item.record.topic).observe(
+                        time.perf_counter() - started
+                    )
                 if item.record.timestamp and item.record.timestamp > 0:
                     EVENT_DELIVERY_SECONDS.labels(self.name, item.record.topic).observe(
                         max(time.time() - item.record.timestamp / 1000, 0.0)
@@ -376,15 +388,44 @@ class ConsumeLoop:
                 )
             ).scalars()
         )
+        run: list[_Work] = []  # consecutive events of one batch handler, applied together
         for item in work:
             if item.event_id not in fresh:
                 EVENTS_DUPLICATE.labels(self.name).inc()
                 continue
             fresh.discard(item.event_id)  # the same event twice in one batch is applied once
+            batch_handler = self._batch_handlers.get(item.event_type)
+            if batch_handler is not None and item.event is not None:
+                if run and self._batch_handlers[run[0].event_type] is not batch_handler:
+                    await self._apply_run(run, uow)
+                run.append(item)
+                continue
+            await self._apply_run(run, uow)
             with self._context(item):
                 await item.apply(uow)
             EVENTS_APPLIED.labels(self.name, item.event_type, item.record.topic).inc()
+        await self._apply_run(run, uow)
         await uow.flush()
+
+    async def _apply_run(self, run: list[_Work], uow: UnitOfWork) -> None:
+        """Apply a run of events with their batch handler, and empty the run. Each event's
+        span is opened and closed first, so that what the run publishes continues the trace
+        of the event that caused it (cause_traces), as a single event's handler does."""
+        if not run:
+            return
+        for item in run:
+            with self._context(item, timed=False):
+                pass
+        started = time.perf_counter()
+        await self._batch_handlers[run[0].event_type](
+            [cast(Envelope, item.event) for item in run], uow
+        )
+        each = (time.perf_counter() - started) / len(run)
+        for item in run:
+            EVENTS_APPLIED.labels(self.name, item.event_type, item.record.topic).inc()
+            EVENT_SECONDS.labels(self.name, item.record.topic).observe(each)
+        self._progress_at = time.monotonic()
+        run.clear()
 
     async def _apply_one(self, item: _Work, uow: UnitOfWork) -> None:
         last_error: BaseException | None = None

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bo_common.auth import ACCESS_HANDLERS, ClientLimits, KeyStore, Principal, Role, require_role
-from bo_common.consumer import ConsumeLoop, Handler, RawHandler
+from bo_common.consumer import BatchHandler, ConsumeLoop, Handler, RawHandler
 from bo_common.db import make_engine, make_sessionmaker
 from bo_common.edge import EdgeMiddleware, RateLimited, RateLimiter
 from bo_common.http_tracing import TraceContextMiddleware
@@ -63,6 +63,9 @@ class Subscription:
     # Topics whose messages are not envelopes (ISO 20022 XML on csd.status): the handler of
     # each such topic's raw values. These topics are read too (no need to list them twice).
     raw_handlers: Mapping[str, RawHandler] = field(default_factory=dict)
+    # Event types applied a run at a time (bo_common.consumer.BatchHandler); each keeps its
+    # entry in `handlers` for a run that fails and is applied event by event.
+    batch_handlers: Mapping[str, BatchHandler] = field(default_factory=dict)
 
 
 class ServiceRuntime:
@@ -136,6 +139,7 @@ class ServiceRuntime:
             handler_attempts=s.handler_attempts,
             default_handler=self.subscription.default_handler,
             raw_handlers=self.subscription.raw_handlers,
+            batch_handlers=self.subscription.batch_handlers,
             on_commit=self.relay.wake,
             stall_timeout_s=s.consumer_stall_timeout_s,
         )

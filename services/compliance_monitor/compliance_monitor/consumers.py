@@ -12,4 +12,10 @@ subscription = Subscription(
         gateway_contract.TRADE_AMENDED: handlers.evaluate_amendment,
         gateway_contract.TRADE_CANCELLED: handlers.cancel_trade,
     },
+    # A run of versions is evaluated together (handlers.evaluate_versions); a cancellation
+    # between them ends the run, so every event still sees the ones before it.
+    batch_handlers={
+        gateway_contract.TRADE_CAPTURED: handlers.evaluate_versions,
+        gateway_contract.TRADE_AMENDED: handlers.evaluate_versions,
+    },
 )

@@ -27,7 +27,7 @@ from bo_common.envelope import Envelope, new_event
 from bo_common.logs import get_logger
 from bo_common.topics import COMPLIANCE_EVENTS
 from bo_common.unit_of_work import UnitOfWork
-from compliance_monitor import domain, domain_rules
+from compliance_monitor import domain, domain_projection, domain_rules
 from compliance_monitor.reference import ReferenceCache, ReferenceData
 from compliance_monitor.sessions import ExchangeSessions
 from compliance_monitor.tables import (
@@ -103,16 +103,215 @@ async def cancel_trade(event: Envelope, uow: UnitOfWork) -> None:
         )
 
 
-async def _evaluate_version(
-    event: Envelope, uow: UnitOfWork, trade: gateway_contract.TradeCaptured
-) -> None:
+async def evaluate_versions(events: list[Envelope], uow: UnitOfWork) -> None:
+    """A run of trade.captured and trade.amended events, set-based: the trades locked in one
+    statement, the projection they read loaded in one (domain_projection.Needs), each version
+    evaluated in order against the slice as the earlier ones left it, the slice's changes
+    stored in one statement. The same decisions as evaluate_trade / evaluate_amendment one
+    event at a time (tests/unit/test_batch_evaluation.py), which the consume loop falls
+    back to if the run fails."""
     started = time.perf_counter()
-    row, state = await _lock_for_evaluation(uow, trade.trade_id, trade.account)
-    ignored = domain.why_ignored(state, trade.version)
-    if ignored is not None:  # a redelivery, a replay, a late arrival or a cancelled trade
-        log.info("trade_event_ignored", trade_id=trade.trade_id, why=ignored)
+    trades = [
+        (event, _facts(_VERSION_OF[event.type].model_validate(event.data))) for event in events
+    ]
+    # Changes the ORM holds for this batch (a cancellation) reach the tables first.
+    await uow.session.flush()
+    locked = await uow.session.execute(
+        _LOCK_MANY,
+        {
+            "trade_ids": [t.trade_id for t in {f.trade_id: f for _, f in trades}.values()],
+            "accounts": [t.account for t in {f.trade_id: f for _, f in trades}.values()],
+        },
+    )
+    terms: dict[str, domain_projection.Terms] = {}
+    states: dict[str, domain.TradeState] = {}
+    for found in locked:
+        terms[found.trade_id] = domain_projection.Terms(found.side, found.isin, found.quantity)
+        states[found.trade_id] = domain.TradeState(
+            version=found.version, cancelled=found.cancelled, open_hold=found.open_hold
+        )
+    reference = await REFERENCE.get(uow.session)
+    planned = [
+        (event, trade, rules, domain_projection.Parts.of(rules, trade.account))
+        for event, trade in trades
+        for rules in [reference.rules_at(event.time)]
+    ]
+    projection = await _load_slice(
+        uow, domain_projection.needs((trade, parts) for _, trade, _, parts in planned)
+    )
+    for event, trade, rules, parts in planned:
+        state = states[trade.trade_id]
+        ignored = domain.why_ignored(state, trade.version)
+        if ignored is not None:
+            log.info("trade_event_ignored", trade_id=trade.trade_id, why=ignored)
+            continue
+        before = terms[trade.trade_id]
+        lists = _lists(trade, rules, reference, event.time)
+        context = projection.context(trade, before, parts, lists)
+        change = domain.on_version(
+            state, trade.version, domain_rules.evaluate(trade, rules, context)
+        )
+        projection.apply(trade, before, change.state.version)
+        states[trade.trade_id] = change.state
+        terms[trade.trade_id] = domain_projection.Terms(trade.side, trade.isin, trade.quantity)
+        await _record(event, uow, trade, change)
+    await _store_slice(uow, projection)
+    each = (time.perf_counter() - started) / len(events)
+    for _ in events:
+        EVALUATION_SECONDS.observe(each)
+
+
+_VERSION_OF: dict[str, type[gateway_contract.TradeCaptured]] = {
+    gateway_contract.TRADE_CAPTURED: gateway_contract.TradeCaptured,
+    gateway_contract.TRADE_AMENDED: gateway_contract.TradeAmended,
+}
+
+
+def _lists(
+    trade: domain_rules.TradeFacts,
+    rules: Sequence[domain_rules.RuleVersion],
+    reference: ReferenceData,
+    at: datetime,
+) -> domain_rules.Context:
+    """What an evaluation reads of the lists and names, as they stood at `at`."""
+    kinds = {rule.kind for rule in rules if rule.enabled}
+    restricted: dict[str, str] = {}
+    watched_leis: dict[str, str] = {}
+    if (reason := reference.reason("restricted", trade.isin, at)) is not None:
+        restricted[trade.isin] = reason
+    if (reason := reference.reason("watch_lei", trade.counterparty_lei, at)) is not None:
+        watched_leis[trade.counterparty_lei] = reason
+    return domain_rules.Context(
+        restricted=restricted,
+        watched_leis=watched_leis,
+        watched_names=reference.names_at(at) if "watch_list" in kinds else (),
+        counterparty_name=reference.names.get(trade.counterparty_lei),
+        sessions=SESSIONS,
+    )
+
+
+async def _load_slice(
+    uow: UnitOfWork, needs: domain_projection.Needs
+) -> domain_projection.ProjectionSlice:
+    projection = domain_projection.ProjectionSlice()
+    rows = await uow.session.execute(
+        _SLICE,
+        {
+            "want_seen": bool(needs.seen_accounts),
+            "isins": needs.isins,
+            "seen_accounts": needs.seen_accounts,
+            "seen_from": needs.seen_from,
+            "seen_to": needs.seen_to,
+            "accounts": needs.accounts,
+            "currencies": needs.currencies,
+        },
+    )
+    for part, trade_id, account, side, isin, price, trade_time, quantity, currency in rows:
+        if part == "seen":
+            projection.seen[trade_id] = domain_rules.SeenTrade(
+                trade_id, account, side, isin, price, trade_time
+            )
+        elif part == "position":
+            projection.positions[(account, isin)] = quantity
+        else:
+            projection.last_prices[(isin, currency)] = domain_rules.PricePoint(
+                price, trade_time, trade_id
+            )
+    return projection
+
+
+async def _store_slice(uow: UnitOfWork, projection: domain_projection.ProjectionSlice) -> None:
+    """The run's changes to the projection, in one statement (as _PROJECT for one version)."""
+    if not projection.evaluated:
         return
-    facts = domain_rules.TradeFacts(
+    moved = sorted(projection.moved.items())
+    priced = sorted(projection.priced)
+    points = [projection.last_prices[key] for key in priced]
+    evaluated = sorted(projection.evaluated.items())
+    await uow.session.execute(
+        _STORE_SLICE,
+        {
+            "moved_accounts": [account for (account, _), _ in moved],
+            "moved_isins": [isin for (_, isin), _ in moved],
+            "moved_quantities": [quantity for _, quantity in moved],
+            "priced_isins": [isin for isin, _ in priced],
+            "priced_currencies": [currency for _, currency in priced],
+            "prices": [p.price for p in points],
+            "price_times": [p.trade_time for p in points],
+            "price_trades": [p.trade_id for p in points],
+            "trade_ids": [trade_id for trade_id, _ in evaluated],
+            "versions": [version for _, (version, _) in evaluated],
+            "sides": [t.side for _, (_, t) in evaluated],
+            "isins": [t.isin for _, (_, t) in evaluated],
+            "quantities": [t.quantity for _, (_, t) in evaluated],
+            "trade_prices": [t.price for _, (_, t) in evaluated],
+            "currencies": [t.currency for _, (_, t) in evaluated],
+            "trade_times": [t.trade_time for _, (_, t) in evaluated],
+        },
+    )
+    # TradeRows of these trades loaded earlier in the batch are stale now.
+    for trade_id, _ in evaluated:
+        loaded = uow.session.identity_map.get(uow.session.identity_key(TradeRow, (trade_id,)))
+        if loaded is not None:
+            uow.session.expunge(loaded)
+
+
+_LOCK_MANY = sa.text(
+    "INSERT INTO trades (trade_id, account, version)"
+    " SELECT l.trade_id, l.account, 0"
+    " FROM unnest(CAST(:trade_ids AS text[]), CAST(:accounts AS text[])) AS l(trade_id, account)"
+    " ORDER BY l.trade_id"
+    " ON CONFLICT (trade_id) DO UPDATE SET account = trades.account"
+    " RETURNING trade_id, version, cancelled_at IS NOT NULL AS cancelled, side, isin, quantity,"
+    " (SELECT h.version FROM holds h WHERE h.trade_id = trades.trade_id AND h.state = 'open')"
+    " AS open_hold"
+)
+_SLICE = sa.text(
+    "SELECT 'seen' AS part, t.trade_id, t.account, t.side, t.isin, t.price, t.trade_time,"
+    " CAST(NULL AS numeric) AS quantity, CAST(NULL AS text) AS currency"
+    " FROM trades t"
+    " WHERE CAST(:want_seen AS boolean) AND t.isin = ANY(CAST(:isins AS text[]))"
+    " AND t.trade_time BETWEEN CAST(:seen_from AS timestamptz) AND CAST(:seen_to AS timestamptz)"
+    " AND t.account = ANY(CAST(:seen_accounts AS text[])) AND t.cancelled_at IS NULL"
+    " UNION ALL"
+    " SELECT 'position', NULL, p.account, NULL, p.isin, NULL, NULL, p.quantity, NULL"
+    " FROM positions p WHERE p.account = ANY(CAST(:accounts AS text[]))"
+    " UNION ALL"
+    " SELECT 'last', lp.trade_id, NULL, NULL, lp.isin, lp.price, lp.trade_time, NULL, lp.currency"
+    " FROM last_prices lp"
+    " WHERE lp.currency = ANY(CAST(:currencies AS text[])) AND (lp.isin = ANY(CAST(:isins AS"
+    " text[])) OR lp.isin IN (SELECT p.isin FROM positions p"
+    " WHERE p.account = ANY(CAST(:accounts AS text[]))))"
+)
+_STORE_SLICE = sa.text(
+    "WITH moved AS ("
+    " INSERT INTO positions (account, isin, quantity)"
+    " SELECT m.account, m.isin, m.quantity FROM unnest(CAST(:moved_accounts AS text[]),"
+    " CAST(:moved_isins AS text[]), CAST(:moved_quantities AS numeric[]))"
+    " AS m(account, isin, quantity)"
+    " ON CONFLICT (account, isin) DO UPDATE SET quantity = positions.quantity + EXCLUDED.quantity"
+    "), priced AS ("
+    " INSERT INTO last_prices (isin, currency, price, trade_time, trade_id)"
+    " SELECT * FROM unnest(CAST(:priced_isins AS text[]), CAST(:priced_currencies AS text[]),"
+    " CAST(:prices AS numeric[]), CAST(:price_times AS timestamptz[]),"
+    " CAST(:price_trades AS text[]))"
+    " ON CONFLICT (isin, currency) DO UPDATE SET price = EXCLUDED.price,"
+    " trade_time = EXCLUDED.trade_time, trade_id = EXCLUDED.trade_id"
+    " WHERE (last_prices.trade_time, last_prices.trade_id)"
+    " <= (EXCLUDED.trade_time, EXCLUDED.trade_id)"
+    ") UPDATE trades SET version = u.version, side = u.side, isin = u.isin,"
+    " quantity = u.quantity, price = u.price, currency = u.currency, trade_time = u.trade_time"
+    " FROM unnest(CAST(:trade_ids AS text[]), CAST(:versions AS integer[]),"
+    " CAST(:sides AS text[]), CAST(:isins AS text[]), CAST(:quantities AS numeric[]),"
+    " CAST(:trade_prices AS numeric[]), CAST(:currencies AS text[]),"
+    " CAST(:trade_times AS timestamptz[]))"
+    " AS u(trade_id, version, side, isin, quantity, price, currency, trade_time)"
+    " WHERE trades.trade_id = u.trade_id"
+)
+
+
+def _facts(trade: gateway_contract.TradeCaptured) -> domain_rules.TradeFacts:
+    return domain_rules.TradeFacts(
         trade_id=trade.trade_id,
         version=trade.version,
         account=trade.account,
@@ -126,19 +325,37 @@ async def _evaluate_version(
         venue=trade.venue,
         trade_time=trade.trade_time,
     )
+
+
+async def _evaluate_version(
+    event: Envelope, uow: UnitOfWork, trade: gateway_contract.TradeCaptured
+) -> None:
+    started = time.perf_counter()
+    row, state = await _lock_for_evaluation(uow, trade.trade_id, trade.account)
+    ignored = domain.why_ignored(state, trade.version)
+    if ignored is not None:  # a redelivery, a replay, a late arrival or a cancelled trade
+        log.info("trade_event_ignored", trade_id=trade.trade_id, why=ignored)
+        return
+    facts = _facts(trade)
     # The rules and lists as they stood when the event happened (not when it is applied).
     at = event.time
     reference = await REFERENCE.get(uow.session)
     rules = reference.rules_at(at)
     context = await _context(uow, facts, row, rules, reference, at)
-    outcomes = domain_rules.evaluate(facts, rules, context)
-    change = domain.on_version(state, trade.version, outcomes)
+    change = domain.on_version(state, trade.version, domain_rules.evaluate(facts, rules, context))
+    await _project(uow, row, facts, change.state.version)
+    await _record(event, uow, facts, change)
+    EVALUATION_SECONDS.observe(time.perf_counter() - started)
+
+
+async def _record(
+    event: Envelope, uow: UnitOfWork, trade: domain_rules.TradeFacts, change: domain.Change
+) -> None:
+    """Store a version's decision (evaluation, hold, alerts) and publish it."""
     decision = change.decision
     if decision is None:  # why_ignored said it is evaluated
         raise domain.ComplianceError(f"version {trade.version} was not decided")
-
     now = datetime.now(UTC)
-    await _project(uow, row, facts, change.state.version)
     # Nothing reads an evaluation back in the batch: queued, inserted at the flush.
     uow.outbox.insert_later(
         EVALUATIONS,
@@ -234,7 +451,6 @@ async def _evaluate_version(
             version=decision.version,
         ).model_dump(mode="json"),
     )
-    EVALUATION_SECONDS.observe(time.perf_counter() - started)
 
 
 # -- what an evaluation reads ---------------------------------------------------------------

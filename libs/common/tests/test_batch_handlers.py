@@ -1,0 +1,128 @@
+"""The consume loop hands a batch handler each run of consecutive events of its types, in
+order; any other event ends the run and is applied alone in its place, duplicates (inbox)
+are skipped, and a batch handler must have a single-event handler to fall back on."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, cast
+
+import pytest
+from aiokafka import ConsumerRecord
+
+from bo_common.consumer import ConsumeLoop
+from bo_common.envelope import Envelope, new_event
+from bo_common.outbox import PlumbingSchema
+from bo_common.settings import KafkaSettings
+from bo_common.unit_of_work import UnitOfWork
+
+
+class _Result:
+    def __init__(self, ids: list[uuid.UUID]) -> None:
+        self._ids = ids
+
+    def scalars(self) -> list[uuid.UUID]:
+        return self._ids
+
+
+class _Session:
+    """The inbox statement: every event id is new but `seen`."""
+
+    def __init__(self, seen: set[uuid.UUID]) -> None:
+        self.seen = seen
+
+    async def execute(self, statement: Any, parameters: Any = None) -> _Result:
+        return _Result([row["event_id"] for row in parameters if row["event_id"] not in self.seen])
+
+
+class _Uow:
+    def __init__(self, seen: set[uuid.UUID]) -> None:
+        self.session = _Session(seen)
+
+    async def flush(self) -> None:
+        pass
+
+
+def _record(event: Envelope, offset: int) -> ConsumerRecord[bytes, bytes]:
+    value = event.to_bytes()
+    return ConsumerRecord(
+        topic="trade.events",
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=None,
+        value=value,
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=len(value),
+        headers=[],
+    )
+
+
+def _event(type_: str, n: int) -> Envelope:
+    return new_event(type=type_, source="test", subject=f"T-{n}", actor="test", data={"n": n})
+
+
+def _loop(calls: list[tuple[str, list[int]]]) -> ConsumeLoop:
+    def single(name: str) -> Any:
+        async def handle(event: Envelope, uow: UnitOfWork) -> None:
+            calls.append((name, [event.data["n"]]))
+
+        return handle
+
+    async def together(events: list[Envelope], uow: UnitOfWork) -> None:
+        calls.append(("run", [event.data["n"] for event in events]))
+
+    return ConsumeLoop(
+        name="test",
+        topics=["trade.events"],
+        handlers={"t.a": single("a"), "t.b": single("b"), "t.c": single("c")},
+        batch_handlers={"t.a": together, "t.b": together},
+        sessions=cast(Any, None),
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        group_id="test",
+    )
+
+
+async def test_runs_of_batch_types_are_applied_together_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(PlumbingSchema, "trace_columns", False)
+    calls: list[tuple[str, list[int]]] = []
+    loop = _loop(calls)
+    events = [
+        _event("t.a", 1),
+        _event("t.b", 2),
+        _event("t.a", 3),
+        _event("t.c", 4),
+        _event("t.a", 5),
+        _event("t.x", 6),  # no handler: not work at all
+        _event("t.b", 7),
+    ]
+    duplicate = _event("t.a", 8)
+    events.insert(5, duplicate)
+    uow = _Uow(seen={duplicate.id})
+    work = [
+        item
+        for offset, event in enumerate(events)
+        if (item := await loop._work_of(_record(event, offset), cast(Any, uow))) is not None
+    ]
+    await loop._apply_all(work, cast(Any, uow))
+    assert calls == [("run", [1, 2, 3]), ("c", [4]), ("run", [5, 7])]
+
+
+def test_a_batch_handler_needs_a_single_event_handler() -> None:
+    async def together(events: list[Envelope], uow: UnitOfWork) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="needs a handler"):
+        ConsumeLoop(
+            name="test",
+            topics=["trade.events"],
+            handlers={},
+            batch_handlers={"t.a": together},
+            sessions=cast(Any, None),
+            kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+            group_id="test",
+        )
