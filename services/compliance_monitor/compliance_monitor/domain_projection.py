@@ -1,17 +1,18 @@
 """The projection's slice for a run of trade versions evaluated together, in memory.
 
-The consume loop hands the monitor a run of trade.captured / trade.amended events at once.
-Their evaluations read the projection (trades seen, positions, last prices) as the earlier
-events of the run left it, so the handler loads once what any of them can read (`Needs`),
-and this slice answers each evaluation's reads and takes its writes in order, exactly as
-the stored projection would one event at a time (handlers._CONTEXT and handlers._PROJECT):
-the same decisions and alerts, one read and three writes for the whole run.
+The consume loop hands the monitor a run of trade.captured / trade.amended events at once
+(a single event is a run of one). Their evaluations read the projection (trades seen,
+positions, last prices) as the earlier events of the run left it, so the handler loads
+once what any of them can read (`Needs`), and this slice answers each evaluation's reads
+and takes its writes in order, as the stored projection would one event at a time: the
+same decisions and alerts, one read and one write for the whole run. The semantics are
+domain.Projection's (the replay model), checked against it in tests/unit/test_replay.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -43,7 +44,7 @@ class Terms:
 
 @dataclass(frozen=True)
 class Parts:
-    """Which parts of the projection the enabled rules read (handlers._CONTEXT's flags)."""
+    """Which parts of the projection the enabled rules read."""
 
     seen_accounts: frozenset[str]
     window: timedelta
@@ -118,7 +119,7 @@ class ProjectionSlice:
     evaluated: dict[str, tuple[int, TradeFacts]] = field(default_factory=dict)
 
     def context(self, trade: TradeFacts, before: Terms, parts: Parts, lists: Context) -> Context:
-        """The lists' context with the projection's part, as handlers._context reads it."""
+        """The lists' context (`lists`) with the projection's part for this version."""
         recent: list[SeenTrade] = []
         if parts.seen_accounts:
             low, high = trade.trade_time - parts.window, trade.trade_time + parts.window
@@ -146,21 +147,17 @@ class ProjectionSlice:
             # An older version of this trade is in the position: this version replaces it.
             position -= signed_quantity(before.side or "", before.quantity or Decimal(0))
         last = self.last_prices.get((trade.isin, trade.currency)) if parts.last else None
-        return Context(
-            restricted=lists.restricted,
-            watched_leis=lists.watched_leis,
-            watched_names=lists.watched_names,
-            counterparty_name=lists.counterparty_name,
+        return replace(
+            lists,
             recent_trades=recent,
             position_before=position,
             other_holdings=holdings,
             last_price=last,
-            sessions=lists.sessions,
         )
 
     def apply(self, trade: TradeFacts, before: Terms, version: int) -> None:
         """The version replaces the older one's quantity and terms; its price becomes the
-        last price if it is the latest seen in the ISIN (handlers._PROJECT)."""
+        last price if it is the latest seen in the ISIN (domain_rules.newer_price)."""
         moves: dict[str, Decimal] = {trade.isin: trade.signed_quantity}
         if before.counted and before.isin is not None:
             moves[before.isin] = moves.get(before.isin, Decimal(0)) - signed_quantity(

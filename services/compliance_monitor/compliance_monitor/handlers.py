@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import cast
 
@@ -58,12 +57,12 @@ REFERENCE = ReferenceCache()
 
 async def evaluate_trade(event: Envelope, uow: UnitOfWork) -> None:
     """trade.captured: evaluate version 1 (the event's data.version)."""
-    await _evaluate_version(event, uow, gateway_contract.TradeCaptured.model_validate(event.data))
+    await evaluate_versions([event], uow)
 
 
 async def evaluate_amendment(event: Envelope, uow: UnitOfWork) -> None:
     """trade.amended: evaluate the amended terms as version n."""
-    await _evaluate_version(event, uow, gateway_contract.TradeAmended.model_validate(event.data))
+    await evaluate_versions([event], uow)
 
 
 async def cancel_trade(event: Envelope, uow: UnitOfWork) -> None:
@@ -107,9 +106,9 @@ async def evaluate_versions(events: list[Envelope], uow: UnitOfWork) -> None:
     """A run of trade.captured and trade.amended events, set-based: the trades locked in one
     statement, the projection they read loaded in one (domain_projection.Needs), each version
     evaluated in order against the slice as the earlier ones left it, the slice's changes
-    stored in one statement. The same decisions as evaluate_trade / evaluate_amendment one
-    event at a time (tests/unit/test_batch_evaluation.py), which the consume loop falls
-    back to if the run fails."""
+    stored in one statement. evaluate_trade / evaluate_amendment are a run of one (what the
+    consume loop applies when a run fails): a long run decides and stores exactly what its
+    events one at a time do (tests/integration/test_batch_evaluation.py)."""
     started = time.perf_counter()
     trades = [
         (event, _facts(_VERSION_OF[event.type].model_validate(event.data))) for event in events
@@ -221,7 +220,7 @@ async def _load_slice(
 
 
 async def _store_slice(uow: UnitOfWork, projection: domain_projection.ProjectionSlice) -> None:
-    """The run's changes to the projection, in one statement (as _PROJECT for one version)."""
+    """The run's changes to the projection, in one statement."""
     if not projection.evaluated:
         return
     moved = sorted(projection.moved.items())
@@ -325,27 +324,6 @@ def _facts(trade: gateway_contract.TradeCaptured) -> domain_rules.TradeFacts:
         venue=trade.venue,
         trade_time=trade.trade_time,
     )
-
-
-async def _evaluate_version(
-    event: Envelope, uow: UnitOfWork, trade: gateway_contract.TradeCaptured
-) -> None:
-    started = time.perf_counter()
-    row, state = await _lock_for_evaluation(uow, trade.trade_id, trade.account)
-    ignored = domain.why_ignored(state, trade.version)
-    if ignored is not None:  # a redelivery, a replay, a late arrival or a cancelled trade
-        log.info("trade_event_ignored", trade_id=trade.trade_id, why=ignored)
-        return
-    facts = _facts(trade)
-    # The rules and lists as they stood when the event happened (not when it is applied).
-    at = event.time
-    reference = await REFERENCE.get(uow.session)
-    rules = reference.rules_at(at)
-    context = await _context(uow, facts, row, rules, reference, at)
-    change = domain.on_version(state, trade.version, domain_rules.evaluate(facts, rules, context))
-    await _project(uow, row, facts, change.state.version)
-    await _record(event, uow, facts, change)
-    EVALUATION_SECONDS.observe(time.perf_counter() - started)
 
 
 async def _record(
@@ -453,85 +431,6 @@ async def _record(
     )
 
 
-# -- what an evaluation reads ---------------------------------------------------------------
-
-
-async def _context(
-    uow: UnitOfWork,
-    trade: domain_rules.TradeFacts,
-    row: SeenTerms,
-    rules: Sequence[domain_rules.RuleVersion],
-    reference: ReferenceData,
-    at: datetime,
-) -> domain_rules.Context:
-    kinds = {rule.kind for rule in rules if rule.enabled}
-    session = uow.session
-    restricted: dict[str, str] = {}
-    watched_leis: dict[str, str] = {}
-    if (reason := reference.reason("restricted", trade.isin, at)) is not None:
-        restricted[trade.isin] = reason
-    if (reason := reference.reason("watch_lei", trade.counterparty_lei, at)) is not None:
-        watched_leis[trade.counterparty_lei] = reason
-    # What the stateful rules need from the projection, in one round trip (_CONTEXT): the
-    # trades seen around this one (wash), the account's positions with their last prices in
-    # the trade's currency (position, concentration) and the ISIN's last price (price
-    # deviation); a part no enabled rule needs is switched off by its flag.
-    accounts, window_s = domain_rules.wash_lookup(rules, trade.account)
-    window = timedelta(seconds=window_s)
-    parameters = {
-        "want_seen": bool(accounts),
-        "want_holdings": bool(kinds & {"concentration_limit", "position_limit"}),
-        "all_holdings": "concentration_limit" in kinds,
-        "want_last": "price_deviation" in kinds,
-        "trade_id": trade.trade_id,
-        "account": trade.account,
-        "accounts": sorted(accounts),
-        "isin": trade.isin,
-        "currency": trade.currency,
-        "seen_from": trade.trade_time - window,
-        "seen_to": trade.trade_time + window,
-    }
-    recent: list[domain_rules.SeenTrade] = []
-    position = Decimal(0)
-    holdings: dict[str, tuple[Decimal, Decimal]] = {}
-    last_price = None
-    if parameters["want_seen"] or parameters["want_holdings"] or parameters["want_last"]:
-        for (
-            part,
-            trade_id,
-            account,
-            side,
-            isin,
-            price,
-            trade_time,
-            quantity,
-        ) in await session.execute(_CONTEXT, parameters):
-            if part == "seen":
-                recent.append(
-                    domain_rules.SeenTrade(trade_id, account, side, isin, price, trade_time)
-                )
-            elif part == "last":
-                last_price = domain_rules.PricePoint(price, trade_time, trade_id)
-            elif isin == trade.isin:
-                position = quantity
-            elif price is not None:
-                holdings[isin] = (quantity, price)
-    if row.isin == trade.isin and row.side is not None and row.quantity is not None:
-        # An older version of this trade is in the position: this version replaces it.
-        position -= domain_rules.signed_quantity(row.side, row.quantity)
-    return domain_rules.Context(
-        restricted=restricted,
-        watched_leis=watched_leis,
-        watched_names=reference.names_at(at) if "watch_list" in kinds else (),
-        counterparty_name=reference.names.get(trade.counterparty_lei),
-        recent_trades=recent,
-        position_before=position,
-        other_holdings=holdings,
-        last_price=last_price,
-        sessions=SESSIONS,
-    )
-
-
 # -- the projection -------------------------------------------------------------------------
 
 
@@ -545,113 +444,6 @@ async def _move_position(uow: UnitOfWork, account: str, isin: str, quantity: Dec
             set_={"quantity": PositionRow.quantity + statement.excluded.quantity},
         )
     )
-
-
-# The evaluation's own statements, as text: built and prepared once, where the ORM's and
-# the expression language's per-call work was most of an evaluation's CPU time.
-_LOCK = sa.text(
-    "INSERT INTO trades (trade_id, account, version) VALUES (:trade_id, :account, 0) "
-    "ON CONFLICT (trade_id) DO UPDATE SET account = trades.account "
-    "RETURNING version, cancelled_at IS NOT NULL AS cancelled, side, isin, quantity, "
-    "(SELECT h.version FROM holds h WHERE h.trade_id = trades.trade_id AND h.state = 'open') "
-    "AS open_hold"
-)
-_PROJECT = sa.text(
-    "WITH moved AS ("
-    " INSERT INTO positions (account, isin, quantity)"
-    " SELECT :account, m.isin, m.quantity"
-    " FROM unnest(CAST(:isins AS text[]), CAST(:quantities AS numeric[])) AS m(isin, quantity)"
-    " WHERE m.quantity <> 0"
-    " ON CONFLICT (account, isin) DO UPDATE SET quantity = positions.quantity + EXCLUDED.quantity"
-    "), priced AS ("
-    " INSERT INTO last_prices (isin, currency, price, trade_time, trade_id)"
-    " VALUES (:isin, :currency, :price, :trade_time, :trade_id)"
-    " ON CONFLICT (isin, currency) DO UPDATE SET price = EXCLUDED.price,"
-    " trade_time = EXCLUDED.trade_time, trade_id = EXCLUDED.trade_id"
-    # domain_rules.newer_price: the latest in trade time wins, the trade id breaks ties.
-    " WHERE (last_prices.trade_time, last_prices.trade_id)"
-    " <= (EXCLUDED.trade_time, EXCLUDED.trade_id)"
-    ") UPDATE trades SET version = :version, side = :side, isin = :isin,"
-    " quantity = :quantity, price = :price, currency = :currency, trade_time = :trade_time"
-    " WHERE trade_id = :trade_id"
-)
-
-
-_CONTEXT = sa.text(
-    "SELECT 'seen' AS part, t.trade_id, t.account, t.side, t.isin, t.price, t.trade_time,"
-    " CAST(NULL AS numeric) AS quantity"
-    " FROM trades t"
-    " WHERE CAST(:want_seen AS boolean) AND t.isin = :isin"
-    " AND t.trade_time BETWEEN CAST(:seen_from AS timestamptz) AND CAST(:seen_to AS timestamptz)"
-    " AND t.account = ANY(CAST(:accounts AS text[])) AND t.cancelled_at IS NULL"
-    " AND t.trade_id <> :trade_id"
-    " UNION ALL"
-    " SELECT 'holding', NULL, NULL, NULL, p.isin, lp.price, NULL, p.quantity"
-    " FROM positions p"
-    " LEFT JOIN last_prices lp ON lp.isin = p.isin AND lp.currency = :currency"
-    " WHERE CAST(:want_holdings AS boolean) AND p.account = :account"
-    " AND (CAST(:all_holdings AS boolean) OR p.isin = :isin)"
-    " UNION ALL"
-    " SELECT 'last', lp.trade_id, NULL, NULL, lp.isin, lp.price, lp.trade_time, NULL"
-    " FROM last_prices lp"
-    " WHERE CAST(:want_last AS boolean) AND lp.isin = :isin AND lp.currency = :currency"
-)
-
-
-@dataclass(frozen=True)
-class SeenTerms:
-    """The terms of the trade's latest evaluated version (none before the first)."""
-
-    side: str | None
-    isin: str | None
-    quantity: Decimal | None
-
-
-async def _lock_for_evaluation(
-    uow: UnitOfWork, trade_id: str, account: str
-) -> tuple[SeenTerms, domain.TradeState]:
-    """lock_trade in one statement, without the ORM: the row's lock, what compliance
-    knows of the trade and the terms its positions hold."""
-    # Changes the ORM holds for this batch (a cancellation) reach the table first.
-    await uow.session.flush()
-    found = (await uow.session.execute(_LOCK, {"trade_id": trade_id, "account": account})).one()
-    return SeenTerms(found.side, found.isin, found.quantity), domain.TradeState(
-        version=found.version, cancelled=found.cancelled, open_hold=found.open_hold
-    )
-
-
-async def _project(
-    uow: UnitOfWork, row: SeenTerms, trade: domain_rules.TradeFacts, version: int
-) -> None:
-    """The version's terms replace the older version's in the trade's row and in the
-    positions; its price becomes the last price if it is the latest trade seen in the ISIN
-    (see domain.Projection). One statement: two data-modifying CTEs and the row's update."""
-    moves: dict[str, Decimal] = {trade.isin: trade.signed_quantity}
-    if row.isin is not None and row.side is not None and row.quantity is not None:
-        moves[row.isin] = moves.get(row.isin, Decimal(0)) - domain_rules.signed_quantity(
-            row.side, row.quantity
-        )
-    isins = sorted(moves)
-    await uow.session.execute(
-        _PROJECT,
-        {
-            "account": trade.account,
-            "isins": isins,
-            "quantities": [moves[isin] for isin in isins],
-            "isin": trade.isin,
-            "currency": trade.currency,
-            "price": trade.price,
-            "trade_time": trade.trade_time,
-            "trade_id": trade.trade_id,
-            "version": version,
-            "side": trade.side,
-            "quantity": trade.quantity,
-        },
-    )
-    # A TradeRow of this trade loaded earlier in the batch is stale now.
-    loaded = uow.session.identity_map.get(uow.session.identity_key(TradeRow, (trade.trade_id,)))
-    if loaded is not None:
-        uow.session.expunge(loaded)
 
 
 # -- shared with the API's use cases ----------------------------------------------------------

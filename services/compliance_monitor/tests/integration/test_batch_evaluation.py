@@ -1,7 +1,9 @@
 """A run of trade versions evaluated together (handlers.evaluate_versions, what the consume
-loop does) stores and publishes exactly what evaluating them one at a time does: the same
-evaluations, alerts, holds, positions, last prices and events. Against the real PostgreSQL,
-two databases of the monitor built by its migrations, every default rule on, the demo lists.
+loop does) stores and publishes exactly what evaluating them one at a time does, where each
+event reads the projection back from the tables: the same evaluations, alerts, holds,
+positions, last prices and events. So the run's in-memory slice (domain_projection) and
+what it stores follow the stored projection. Against the real PostgreSQL, two databases of
+the monitor built by its migrations, every default rule on, the demo lists.
 """
 
 from __future__ import annotations

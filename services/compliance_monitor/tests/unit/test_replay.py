@@ -12,11 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compliance_monitor.domain import Cancelled, Projection, replay
+from compliance_monitor.domain_projection import Parts, ProjectionSlice, Terms
 from compliance_monitor.domain_rules import (
     Context,
     ListEntry,
     RuleVersion,
     TradeFacts,
+    evaluate,
+    in_force,
     parse_parameters,
 )
 from compliance_monitor.sessions import ExchangeSessions
@@ -189,3 +192,35 @@ def test_a_recorded_day_raises_the_alerts_expected_of_it() -> None:
     assert position.evidence["position_after"] == "700"
     assert rules_of("T-7") == ["concentration-limit", "position-limit", "trading-session"]
     assert replay(events, RULES, LISTS) == raised
+
+
+@settings(max_examples=80, deadline=None)
+@given(trade_events())
+def test_the_runs_projection_slice_reads_as_the_replay_projection(
+    events: list[TradeFacts | Cancelled],
+) -> None:
+    """domain_projection.ProjectionSlice (what the service evaluates a run against) gives
+    every rule the same answers as domain.Projection, version after version. Cancellations
+    end a run in the service (they are stored, then the next run loads the slice), so the
+    sequence is cut at the first one."""
+    first_cancel = next((i for i, e in enumerate(events) if isinstance(e, Cancelled)), None)
+    versions = [e for e in events[:first_cancel] if isinstance(e, TradeFacts)]
+    model, sliced = Projection(), ProjectionSlice()
+    terms: dict[str, Terms] = {}
+    latest: dict[str, int] = {}
+    for trade in versions:
+        if trade.version <= latest.get(trade.trade_id, 0):
+            continue
+        rules = in_force(RULES, trade.trade_time)
+        expected = evaluate(trade, rules, model.context(trade, LISTS))
+        before = terms.get(trade.trade_id, Terms())
+        got = evaluate(
+            trade, rules, sliced.context(trade, before, Parts.of(rules, trade.account), LISTS)
+        )
+        assert got == expected
+        model.apply_version(trade)
+        sliced.apply(trade, before, trade.version)
+        terms[trade.trade_id] = Terms(trade.side, trade.isin, trade.quantity)
+        latest[trade.trade_id] = trade.version
+    assert sliced.positions == model.positions
+    assert sliced.last_prices == model.last_prices
