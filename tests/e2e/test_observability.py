@@ -310,6 +310,7 @@ METRICS = (
     "bo_outbox_pending",
     "bo_outbox_oldest_unsent_age_seconds",
     "bo_db_pool_size",
+    "bo_db_pool_limit",
     "bo_db_pool_connections",
 )
 

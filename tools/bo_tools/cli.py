@@ -200,7 +200,7 @@ def _start_reconciler(stack: Stack, ops_key: str) -> subprocess.Popen[bytes]:
         env={**os.environ, **OpsConfig.for_stack(stack, ops_key=ops_key).environment()},
         stdout=out,
         stderr=subprocess.STDOUT,
-        start_new_session=True,
+        process_group=0,
         preexec_fn=lambda: lower_priority(10),
     )
 

@@ -38,9 +38,10 @@ class Service:
     env: tuple[tuple[str, str], ...] = ()
     # CPU on a shared machine (docs/architecture.md, "The intake path and CPU"): the intake
     # API first, at the normal policy; every process that works through events yields to
-    # it at once (SCHED_IDLE), and `nice` is its session's share of what the API leaves.
+    # it at once (see lower_priority).
     nice: int = 10
     background: bool = True
+    idle: bool = True
 
     @property
     def migrations(self) -> Path:
@@ -63,7 +64,7 @@ SERVICES = (
     Service("ledger", "LEDGER", 8002),
     # A hold must be in place before settlement instructs the trade: the monitor's share of
     # the workers' CPU is the largest, so that it keeps up with the intake.
-    Service("compliance_monitor", "COMPLIANCE_MONITOR", 8003, nice=0),
+    Service("compliance_monitor", "COMPLIANCE_MONITOR", 8003, nice=19, idle=False),
     Service("audit", "AUDIT", 8004),
     Service("csd_simulator", "CSD_SIMULATOR", 8005, has_database=False),
 )
@@ -79,22 +80,25 @@ KEY_PROBE = {
 }
 
 
-def lower_priority(nice: int) -> None:
-    """In a new process of its own session, before it runs: a background process.
+def lower_priority(nice: int, *, idle: bool = True) -> None:
+    """In a new process, before it runs: a background process.
 
     - Its policy is SCHED_IDLE (inherited by its threads): a request of the API, at the
       normal policy, takes the CPU from it at once, where a plain nice only weighs the share
       and the API waited out the worker's time slice (p99 of single trades 121 -> 29 ms).
-    - `nice` is its session's scheduling group's: with autogroup scheduling (on by default
-      on Linux, and on these machines) the CPU the API leaves is shared by group, so this
-      ranks the workers among themselves (0 for the compliance monitor, 10 for the rest).
-    Each step is skipped where the system does not offer it."""
+    - It stays in the scheduling group of the session that started it, with the API: with
+      autogroup scheduling (on by default on Linux) the CPU is first shared between
+      sessions as equals, and SCHED_IDLE only ranks processes inside one. Each process in a
+      session of its own took as large a share as the API (docs/architecture.md).
+    - `idle=False` keeps the normal policy at `nice` (19: a weight 5 times SCHED_IDLE's,
+      and still preempted at once by the API under EEVDF): a background process that ranks
+      first among the others. `nice` also applies where SCHED_IDLE is not offered.
+    """
     if nice:
         os.nice(nice)
-    with contextlib.suppress(OSError):
-        Path("/proc/self/autogroup").write_text(str(nice))
-    with contextlib.suppress(OSError, AttributeError):
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    if idle:
+        with contextlib.suppress(OSError, AttributeError):
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def free_port() -> int:
@@ -215,7 +219,7 @@ class Stack:
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            process_group=0,
             # Only the workers talk to the broker (the intake API writes its outbox): it
             # shares their lower priority.
             preexec_fn=lambda: lower_priority(10),
@@ -311,8 +315,10 @@ class Stack:
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            start_new_session=True,
-            preexec_fn=(lambda: lower_priority(service.nice)) if service.background else None,
+            process_group=0,
+            preexec_fn=(lambda: lower_priority(service.nice, idle=service.idle))
+            if service.background
+            else None,
         )
 
     def start_all(self) -> None:

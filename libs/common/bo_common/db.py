@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -147,13 +148,35 @@ def drop_plumbing_tables() -> None:
     alembic_op.execute("DROP FUNCTION bo_outbox_notify()")
 
 
-def make_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+def make_engine(
+    database_url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int | None = None,
+    application_name: str | None = None,
+) -> AsyncEngine:
+    """`max_overflow` (default: as many again as `pool_size`) are opened under a burst and
+    closed when returned; the pool keeps `pool_size`. `application_name` is what the
+    server shows of these connections (pg_stat_activity, its logs)."""
     # No pre-ping (a round trip on every checkout, on the hot path): a connection the server
     # dropped fails its statement once, SQLAlchemy discards it and the pool reconnects; the
     # API answers that one request 503 with Retry-After and the consume loop retries.
     return create_async_engine(
-        database_url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
+        pool_recycle=1800,
+        connect_args={"server_settings": {"application_name": application_name}}
+        if application_name
+        else {},
     )
+
+
+async def open_pool(engine: AsyncEngine, connections: int) -> None:
+    """Open `connections` of the pool now rather than on the first requests."""
+    async with contextlib.AsyncExitStack() as opened:
+        for _ in range(connections):
+            await opened.enter_async_context(engine.connect())
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

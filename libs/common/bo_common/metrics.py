@@ -73,15 +73,25 @@ HTTP_SECONDS = Histogram(
 class PoolCollector(Collector):
     """The SQLAlchemy connection pool of this process, read at scrape time."""
 
-    def __init__(self, service: str, pool: Callable[[], Pool | None]) -> None:
+    def __init__(
+        self, service: str, pool: Callable[[], Pool | None], limit: int | None = None
+    ) -> None:
         self._service = service
         self._pool = pool
+        self._limit = limit
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         pool = self._pool()
         size = GaugeMetricFamily(
             "bo_db_pool_size", "Connections the pool keeps (overflow excluded)", labels=["service"]
         )
+        limit = GaugeMetricFamily(
+            "bo_db_pool_limit",
+            "Connections the process may hold at once (pooled and overflow)",
+            labels=["service"],
+        )
+        if self._limit is not None:
+            limit.add_metric([self._service], self._limit)
         connections = GaugeMetricFamily(
             "bo_db_pool_connections",
             "Connections by state: checked_out (in use), idle (in the pool), overflow",
@@ -104,6 +114,7 @@ class PoolCollector(Collector):
                 if name in status:
                     connections.add_metric([self._service, state], max(status[name], 0))
         yield size
+        yield limit
         yield connections
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
@@ -113,10 +124,11 @@ class PoolCollector(Collector):
 _pool_collectors: dict[str, PoolCollector] = {}
 
 
-def watch_pool(service: str, pool: Callable[[], Pool | None]) -> None:
-    """Report this process's pool (once per service name: a re-created app replaces it)."""
+def watch_pool(service: str, pool: Callable[[], Pool | None], *, limit: int | None = None) -> None:
+    """Report this process's pool (once per service name: a re-created app replaces it);
+    `limit` is how many connections it may hold, overflow included."""
     previous = _pool_collectors.pop(service, None)
     if previous is not None:
         REGISTRY.unregister(previous)
-    collector = _pool_collectors[service] = PoolCollector(service, pool)
+    collector = _pool_collectors[service] = PoolCollector(service, pool, limit)
     REGISTRY.register(collector)

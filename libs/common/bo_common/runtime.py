@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bo_common.auth import ACCESS_HANDLERS, ClientLimits, KeyStore, Principal, Role, require_role
 from bo_common.consumer import BatchHandler, ConsumeLoop, Handler, RawHandler
-from bo_common.db import make_engine, make_sessionmaker
+from bo_common.db import make_engine, make_sessionmaker, open_pool
 from bo_common.edge import EdgeMiddleware, RateLimited, RateLimiter
 from bo_common.http_tracing import TraceContextMiddleware
 from bo_common.kafka import start_producer
@@ -110,8 +110,22 @@ class ServiceRuntime:
 
     async def start(self) -> None:
         s = self.settings
-        self.engine = make_engine(s.database_url, pool_size=s.db_pool_size)
-        watch_pool(s.service_name, lambda: self.engine.pool)
+        limit = 2 * s.db_pool_size  # connections this process may hold at once
+        name = s.service_name if s.role == "all" else f"{s.service_name}-{s.role}"
+        if s.role == "api":
+            # An API process keeps every connection it may use, opened at start: an
+            # overflow connection is opened for a burst and closed when returned, so at the
+            # moment requests queue up each one paid for a new server process (the intake
+            # API's slowest requests came in such bursts).
+            self.engine = make_engine(
+                s.database_url, pool_size=limit, max_overflow=0, application_name=name
+            )
+            await open_pool(self.engine, limit)
+        else:
+            self.engine = make_engine(
+                s.database_url, pool_size=s.db_pool_size, application_name=name
+            )
+        watch_pool(s.service_name, lambda: self.engine.pool, limit=limit)
         self.sessions = make_sessionmaker(self.engine)
         if not await PlumbingSchema.detect(self.engine):
             log.warning("outbox_without_trace_context", hint="run the migrations (bo migrate)")

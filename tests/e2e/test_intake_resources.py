@@ -1,0 +1,86 @@
+"""What the intake API's latency rests on, checked on the running processes: the workers
+yield the CPU to it within one scheduling group, and it opens no database connection
+under a burst (docs/architecture.md, "The intake path and CPU")."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bo_tools.stack import SERVICES, Stack
+from tests.conftest import a_trade, auth
+
+pytestmark = pytest.mark.e2e
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="SCHED_IDLE and sessions as on Linux"
+)
+
+
+@linux_only
+def test_every_process_shares_the_starting_session_and_only_the_api_runs_in_front(
+    stack: Stack,
+) -> None:
+    me = os.getsid(0)
+    for service in SERVICES:
+        pid = stack.processes[service.name].pid
+        # A group of its own for signals, but the session (the scheduling group) of the
+        # command that started it: in a session of its own a worker was the API's equal.
+        assert os.getpgid(pid) == pid, service.name
+        assert os.getsid(pid) == me, service.name
+        policy, nice = os.sched_getscheduler(pid), os.getpriority(os.PRIO_PROCESS, pid)
+        if service.name == "gateway":
+            assert (policy, nice) == (os.SCHED_OTHER, 0)
+        elif service.name == "compliance_monitor":
+            assert (policy, nice) == (os.SCHED_OTHER, 19)
+        else:
+            assert policy == os.SCHED_IDLE, service.name
+    if stack.broker_pid is not None:
+        assert os.getsid(stack.broker_pid) == me
+        assert os.sched_getscheduler(stack.broker_pid) == os.SCHED_IDLE
+
+
+async def _api_backends(engine: AsyncEngine) -> set[int]:
+    async with engine.connect() as connection:
+        rows = await connection.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'gateway-api'"
+        )
+        return {pid for (pid,) in rows}
+
+
+async def test_the_api_holds_its_pool_open_and_opens_no_connection_under_a_burst(
+    stack: Stack, keys: dict[str, str], databases: dict[str, AsyncEngine]
+) -> None:
+    engine = databases["gateway"]
+    before = await _api_backends(engine)
+    assert len(before) == 10  # 2 x GATEWAY_DB_POOL_SIZE, all opened at start
+    seen: set[int] = set()
+    done = asyncio.Event()
+
+    async def watch() -> None:  # what connects while the burst runs
+        while not done.is_set():
+            seen.update(await _api_backends(engine))
+            await asyncio.sleep(0.002)
+
+    watcher = asyncio.create_task(watch())
+    limits = httpx.Limits(max_connections=60, max_keepalive_connections=60)
+    async with httpx.AsyncClient(
+        base_url=stack.url("gateway"), timeout=60, limits=limits
+    ) as client:
+        responses = await asyncio.gather(
+            *(
+                client.post("/v1/trades", json=a_trade(), headers=auth(keys["trader"]))
+                for _ in range(60)
+            )
+        )
+    done.set()
+    await watcher
+    assert [r.status_code for r in responses] == [201] * 60
+    # With overflow allowed, the burst opened connections and closed them again.
+    assert seen == before
+    assert await _api_backends(engine) == before
