@@ -8,14 +8,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bo_common.auth import Role
 from bo_common.db import make_engine, make_sessionmaker
+from bo_common.envelope import Envelope
 from bo_common.unit_of_work import UnitOfWork
 from bo_tools.stack import BY_NAME, Stack
 from gateway import admin
@@ -74,6 +77,76 @@ async def test_twenty_concurrent_retries_capture_one_trade(
         pattern=f"%{trade['client_trade_id']}%",
     )
     assert events == 1
+
+
+async def test_a_capture_stores_the_trade_and_its_event_exactly_as_sent(
+    keys: dict[str, str], gateway: httpx.AsyncClient, databases: dict[str, AsyncEngine]
+) -> None:
+    # The capture is one statement fed with JSON: every digit, the microseconds and the
+    # optional CUSIP must come back as they were sent, and the event as it was answered.
+    trade = a_trade(
+        quantity="1234567890.12345678",
+        price="12345678.1234567891",
+        cusip="037833100",
+        trade_time=(datetime.now(UTC) - timedelta(seconds=1)).isoformat(),
+    )
+    response = await gateway.post("/v1/trades", json=trade, headers=auth(keys["trader"]))
+    assert response.status_code == 201, response.text
+    trade_id = response.json()["trade_id"]
+
+    stored = (await gateway.get(f"/v1/trades/{trade_id}", headers=auth(keys["trader"]))).json()
+    for name in ("quantity", "price", "cusip", "client_trade_id", "account", "isin"):
+        assert stored[name] == trade[name], name
+    assert datetime.fromisoformat(stored["trade_time"]) == datetime.fromisoformat(
+        trade["trade_time"]
+    )
+    async with databases["gateway"].connect() as connection:
+        row = (
+            await connection.execute(
+                sa.text(
+                    "SELECT payload, key, topic, correlation_id, traceparent, request "
+                    "FROM outbox JOIN trades ON trades.trade_id = outbox.correlation_id "
+                    "WHERE outbox.correlation_id = :id"
+                ),
+                {"id": trade_id},
+            )
+        ).one()
+    event = Envelope.from_bytes(row.payload)
+    assert (event.type, event.subject, row.key, row.topic) == (
+        "trade.captured",
+        trade_id,
+        trade["account"],
+        "trade.events",
+    )
+    assert event.data["quantity"] == trade["quantity"]
+    assert event.data["price"] == trade["price"]
+    assert Decimal(event.data["gross_amount"]) == Decimal(trade["quantity"]) * Decimal(
+        trade["price"]
+    )
+    assert row.traceparent is not None
+    assert row.request["quantity"] == trade["quantity"]
+
+
+async def test_a_batchs_events_are_queued_in_the_order_of_its_items(
+    keys: dict[str, str], gateway: httpx.AsyncClient, databases: dict[str, AsyncEngine]
+) -> None:
+    trades = [a_trade() for _ in range(50)]
+    response = await gateway.post(
+        "/v1/trades/batch", json={"trades": trades}, headers=auth(keys["trader"])
+    )
+    assert response.status_code == 200, response.text
+    ids = [item["trade_id"] for item in response.json()["items"]]
+    async with databases["gateway"].connect() as connection:
+        queued = (
+            await connection.execute(
+                sa.text(
+                    "SELECT correlation_id FROM outbox WHERE correlation_id = ANY(:ids) "
+                    "ORDER BY seq"
+                ),
+                {"ids": ids},
+            )
+        ).scalars()
+        assert list(queued) == ids
 
 
 async def test_twenty_concurrent_different_bodies_under_one_id_capture_one(

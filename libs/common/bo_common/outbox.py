@@ -161,6 +161,21 @@ class Outbox:
             row[_LOOK_UP] = False
         self._rows.append(row)
 
+    def take(self, *, new_correlations: bool = False) -> list[dict[str, Any]]:
+        """The events put so far, as outbox rows (column: value), for a caller that writes
+        them in a statement of its own; they are no longer this unit of work's to flush.
+
+        An event whose trace is to be found in its correlation's earlier rows cannot be
+        taken, unless the caller knows there are none (`new_correlations`: each event is
+        the first of a trade id made just now), and then it keeps the current trace."""
+        if self._later:
+            raise RuntimeError("rows queued with insert_later are flushed, not taken")
+        rows, self._rows = self._rows, []
+        for row in rows:
+            if row.pop(_LOOK_UP, False) and not new_correlations:
+                raise RuntimeError(f"event {row['event_id']} takes its trace from earlier rows")
+        return rows
+
     def mark(self) -> tuple[int, int]:
         return len(self._rows), len(self._later)
 

@@ -98,6 +98,8 @@ async def capture_trades(
     client = client_of(principal)
     outcomes: dict[int, Outcome] = {}
     async with uow:
+        # Autocommit: the capture is one statement, atomic on its own (repository.capture).
+        await uow.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         desks = await repository.desks_of_accounts(
             uow.session, sorted({body["account"] for _, body in bodies})
         )
@@ -145,14 +147,18 @@ async def capture_trades(
                     "version": 1,
                 }
             )
-        inserted = await repository.insert_trades(uow.session, rows)
-        by_key: dict[str, TradeRow] = {}
-        for row in rows:
-            if row["trade_id"] in inserted:
-                by_key[row["client_trade_id"]] = TradeRow(**row)
-                uow.outbox.put(
-                    _captured_event(row, principal, now), topic=TRADE_EVENTS, key=row["account"]
-                )
+        for row in rows:  # each trade's event, written only if the trade is new
+            uow.outbox.put(
+                _captured_event(row, principal, now), topic=TRADE_EVENTS, key=row["account"]
+            )
+        events = [
+            {"trade_id": row["trade_id"], **event}
+            for row, event in zip(rows, uow.outbox.take(new_correlations=True), strict=True)
+        ]
+        inserted = await repository.capture(uow.session, rows, events)
+        by_key: dict[str, TradeRow] = {
+            row["client_trade_id"]: TradeRow(**row) for row in rows if row["trade_id"] in inserted
+        }
         earlier = [r["client_trade_id"] for r in rows if r["trade_id"] not in inserted]
         earlier += [body["client_trade_id"] for _, body in repeats]
         if earlier:

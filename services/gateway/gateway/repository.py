@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import uuid
 from datetime import date, datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bo_common.outbox import Outbox
@@ -50,22 +51,77 @@ async def desks_of_accounts(session: AsyncSession, accounts: list[str]) -> dict[
     return found
 
 
-async def insert_trades(session: AsyncSession, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert the rows unless their client already sent the client_trade_id; the trade_ids
-    inserted. A concurrent insert of the same key waits for the other transaction."""
+async def capture(
+    session: AsyncSession, rows: list[dict[str, Any]], events: list[dict[str, Any]]
+) -> set[str]:
+    """Insert the trades unless their client already sent the client_trade_id, and the
+    events (outbox rows, each with the `trade_id` it is of) of those inserted; the trade_ids
+    inserted. A concurrent insert of the same key waits for the other transaction.
+
+    One statement, so it is atomic on its own: on a connection in autocommit a single
+    trade costs one round trip, where BEGIN, the two inserts and COMMIT were four, each a
+    wake-up of the API and of its server process on a CPU shared with the workers."""
     if not rows:
         return set()
-    result = await session.execute(_INSERT_TRADES, rows)
+    columns = tuple(c for c in events[0] if c != "trade_id")
+    result = await session.execute(
+        _capture_statement(tuple(rows[0]), columns),
+        {
+            "trades": json.dumps(rows, default=str),
+            "events": json.dumps(
+                [
+                    {**e, "n": n, "payload": "\\x" + e["payload"].hex()}
+                    for n, e in enumerate(events)
+                ],
+                default=str,
+            ),
+        },
+    )
     return set(result.scalars())
 
 
-# On the table, not the ORM class: the ORM's bulk insert path cost more per trade than the
-# insert itself, and nothing needs the rows as objects here.
-_INSERT_TRADES = (
-    insert(cast(sa.Table, TradeRow.__table__))
-    .on_conflict_do_nothing(index_elements=["client", "client_trade_id"])
-    .returning(TradeRow.__table__.c.trade_id)
-)
+@functools.cache
+def _capture_statement(
+    trade_columns: tuple[str, ...], event_columns: tuple[str, ...]
+) -> sa.TextClause:
+    # Only known names make it into the statement's text.
+    unknown = {*trade_columns} - {*TradeRow.__table__.c.keys()}
+    unknown |= {*event_columns} - {*_EVENT_TYPES}
+    if unknown:
+        raise ValueError(f"not columns of trades or outbox: {sorted(unknown)}")
+    trades = ", ".join(trade_columns)
+    events = ", ".join(event_columns)
+    record = ", ".join(f"{name} {_EVENT_TYPES[name]}" for name in ("n", "trade_id", *event_columns))
+    return sa.text(
+        f"""
+        WITH inserted AS (
+            INSERT INTO trades ({trades})
+            SELECT {trades} FROM jsonb_populate_recordset(NULL::trades, CAST(:trades AS jsonb))
+            ON CONFLICT (client, client_trade_id) DO NOTHING
+            RETURNING trade_id
+        ), queued AS (
+            INSERT INTO outbox ({events})
+            SELECT {events} FROM jsonb_to_recordset(CAST(:events AS jsonb)) AS e({record})
+            WHERE e.trade_id IN (SELECT trade_id FROM inserted)
+            ORDER BY e.n
+            ON CONFLICT (event_id) DO NOTHING
+        )
+        SELECT trade_id FROM inserted
+        """
+    ).columns(sa.column("trade_id", sa.Text))
+
+
+_EVENT_TYPES = {
+    "n": "integer",
+    "trade_id": "text",
+    "event_id": "uuid",
+    "event_type": "text",
+    "topic": "text",
+    "key": "text",
+    "payload": "bytea",
+    "traceparent": "text",
+    "correlation_id": "text",
+}
 
 
 async def trades_by_client_ids(
