@@ -126,11 +126,34 @@ async def single_trades_at_rate(
     gc.collect()
     gc.freeze()
     gc.disable()
+    host_before = host_cpu_ticks()
     try:
-        return await _send_at_rate(stack, key, trades, rate)
+        result = await _send_at_rate(stack, key, trades, rate)
     finally:
         gc.enable()
         gc.unfreeze()
+    result["host_stolen_pct"] = stolen_pct(host_before, host_cpu_ticks())
+    return result
+
+
+def host_cpu_ticks() -> list[int]:
+    """The machine's CPU time by kind (/proc/stat: user, nice, system, idle, iowait, irq,
+    softirq, steal, ...); empty where there is no /proc."""
+    try:
+        with open("/proc/stat") as stat:
+            return [int(value) for value in stat.readline().split()[1:]]
+    except OSError:
+        return []
+
+
+def stolen_pct(before: list[int], after: list[int]) -> float | None:
+    """Of the CPU time between two readings, the share the hypervisor gave to others: on a
+    virtual machine the same code runs slower while it is high, whatever it does."""
+    if len(before) < 8 or len(after) < 8:
+        return None
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    total = sum(spent[:8])
+    return 100 * spent[7] / total if total else None
 
 
 async def _send_at_rate(
@@ -441,6 +464,12 @@ def print_table(result: dict[str, Any]) -> None:
         (
             "  client sent late p99 / max",
             f"{single['client_late_ms']['p99']:.1f} / {single['client_late_ms']['max']:.1f} ms",
+        ),
+        (
+            "  host CPU stolen meanwhile (hypervisor)",
+            "n/a"
+            if single.get("host_stolen_pct") is None
+            else f"{single['host_stolen_pct']:.1f} %",
         ),
         ("end-to-end throughput", f"{e2e['trades_per_second']:.0f} trades/s"),
         ("end-to-end latency p50", f"{e2e['latency_ms']['p50']:.0f} ms"),

@@ -1,0 +1,26 @@
+"""The bench's own arithmetic, without a cluster."""
+
+from __future__ import annotations
+
+import pytest
+
+from bo_tools.bench import percentile, stolen_pct
+
+
+def test_stolen_share_is_steal_over_all_cpu_time_between_readings() -> None:
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    before = [100, 0, 50, 800, 0, 0, 10, 40, 0, 0]
+    after = [400, 0, 150, 1100, 0, 0, 30, 120, 0, 0]
+    # spent: 300 + 100 + 300 + 20 + 80 (steal) = 800; guest time is already in user
+    assert stolen_pct(before, after) == pytest.approx(10.0)
+
+
+def test_stolen_share_is_unknown_without_readings() -> None:
+    assert stolen_pct([], [1, 2, 3, 4, 5, 6, 7, 8]) is None
+    assert stolen_pct([0] * 8, [0] * 8) is None
+
+
+def test_percentile_of_a_hundred_values() -> None:
+    values = [float(n) for n in range(1, 101)]
+    assert percentile(values, 0.5) == pytest.approx(50, abs=1)
+    assert percentile(values, 0.99) == pytest.approx(99, abs=1)
