@@ -147,3 +147,35 @@ def test_an_event_of_another_trade_than_the_span_looks_up_its_trades_trace(
     # Its trade's trace comes from the service's earlier outbox rows at flush.
     assert other["_look_up_trace"] is True
     assert request["_look_up_trace"] is False and trace_id_of(request["traceparent"])
+
+
+def test_a_service_app_makes_no_second_server_span_of_its_own_framework() -> None:
+    """FastAPI's own OpenTelemetry (newer releases) would start an SDK span for every
+    request beside ours; ours is ids only while no exporter is set, so no SDK span may
+    start while a request is served."""
+    from fastapi.testclient import TestClient
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+    from bo_common.runtime import ServiceRuntime, Subscription, build_app
+    from bo_common.settings import ServiceSettings
+
+    started: list[str] = []
+
+    class Seen(SpanProcessor):
+        def on_start(self, span: object, parent_context: object = None) -> None:
+            started.append(getattr(span, "name", "?"))
+
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    provider.add_span_processor(Seen())
+    runtime = ServiceRuntime(ServiceSettings(), Subscription(topics=[], handlers={}))
+    app = build_app(runtime, title="t", description="d", routers=[])
+    response = TestClient(app).get("/healthz", headers={"traceparent": TRACEPARENT_SAMPLE})
+
+    assert response.status_code == 200
+    assert response.headers["traceparent"].split("-")[1] == TRACEPARENT_SAMPLE.split("-")[1]
+    assert started == []
+
+
+TRACEPARENT_SAMPLE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
