@@ -16,12 +16,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bo_common.auth import Role
+from bo_common.auth import Principal, Role
 from bo_common.db import make_engine, make_sessionmaker
 from bo_common.envelope import Envelope
+from bo_common.outbox import PlumbingSchema
 from bo_common.unit_of_work import UnitOfWork
 from bo_tools.stack import BY_NAME, Stack
-from gateway import admin
+from gateway import admin, handlers
+from gateway.schemas import TradeIn
 from tests.conftest import a_trade, auth, scalar
 
 pytestmark = pytest.mark.e2e
@@ -125,6 +127,28 @@ async def test_a_capture_stores_the_trade_and_its_event_exactly_as_sent(
     )
     assert row.traceparent is not None
     assert row.request["quantity"] == trade["quantity"]
+
+
+async def test_after_an_autocommit_capture_the_connections_next_unit_of_work_is_one_transaction(
+    stack: Stack,
+) -> None:
+    # The capture sets its connection to autocommit; an amendment that locks the row next
+    # on the same pooled connection must still run in one transaction.
+    engine = make_engine(stack.database_url(BY_NAME["gateway"]), pool_size=1, max_overflow=0)
+    try:
+        await PlumbingSchema.detect(engine)
+        principal = Principal(key_id=uuid.uuid4(), name="dev-trader", role=Role.OPS, desk=None)
+        body = TradeIn.model_validate(a_trade()).model_dump()
+        [outcome] = await handlers.capture_trades(
+            [(0, body)], principal=principal, uow=UnitOfWork(make_sessionmaker(engine))
+        )
+        assert outcome.status == 201
+        async with UnitOfWork(make_sessionmaker(engine)) as uow:
+            first = await uow.session.scalar(sa.text("SELECT pg_current_xact_id()"))
+            second = await uow.session.scalar(sa.text("SELECT pg_current_xact_id()"))
+        assert first == second
+    finally:
+        await engine.dispose()
 
 
 async def test_a_batchs_events_are_queued_in_the_order_of_its_items(
