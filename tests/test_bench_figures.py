@@ -24,3 +24,26 @@ def test_percentile_of_a_hundred_values() -> None:
     values = [float(n) for n in range(1, 101)]
     assert percentile(values, 0.5) == pytest.approx(50, abs=1)
     assert percentile(values, 0.99) == pytest.approx(99, abs=1)
+
+
+def test_a_series_line_per_run_names_the_largest_cpu_users_after_the_api() -> None:
+    from bo_tools.bench import series_lines
+
+    run = {
+        "latency_ms": {"p50": 4.2, "p99": 18.75, "max": 31.0},
+        "client_late_ms": {"p99": 5.0},
+        "errors": 0,
+        "host_stolen_pct": None,
+        "cpu_ms_per_trade": {
+            "total": 20.0,
+            "settlement": 4.5,
+            "postgres": 3.5,
+            "gateway": 2.25,
+            "audit": 2.0,
+            "ledger": 1.5,
+        },
+    }
+    header, line = series_lines([run])
+    assert header.split()[:3] == ["run", "p50", "ms"]
+    assert line.split()[:9] == ["1", "4.2", "18.8", "31.0", "5.0", "0", "n/a", "2.25", "20.00"]
+    assert line.endswith("settlement 4.50, postgres 3.50, audit 2.00")

@@ -551,6 +551,10 @@ def main(*, trades: int, rate: float, batch_trades: int, parts: tuple[str, ...] 
                 result["compliance"] |= asyncio.run(
                     bench_compliance.burst(stack, keys, trades=COMPLIANCE_BURST)
                 )
+    if "series" in parts:
+        with demo_stack("bench") as (stack, keys):
+            result["series"] = asyncio.run(series(stack, keys, trades=trades, rate=rate))
+        print_series(result["series"])
     if "ledger" in parts:
         result["ledger"] = asyncio.run(bench_ledger.run())
     if "audit" in parts:
@@ -567,6 +571,67 @@ def main(*, trades: int, rate: float, batch_trades: int, parts: tuple[str, ...] 
             print()
     log(f"figures written to {ROOT / 'var' / 'bench' / 'latest.json'}")
     return 0
+
+
+SERIES_RUNS = 5
+
+
+async def series(
+    stack: Stack, keys: dict[str, str], *, trades: int, rate: float, runs: int = SERIES_RUNS
+) -> list[dict[str, Any]]:
+    """The single-trade stream of the pipeline part, `runs` times back to back, with the
+    CPU each process spent per trade in each run: the backlog behind the intake grows from
+    run to run, and a slow run shows whether the machine or a process got slower (the
+    same code spends more CPU per trade in a virtual machine's slow hours)."""
+    run = uuid.uuid4().hex[:6]
+    log("series: warm-up, 300 trades at 100/s")
+    warm = await single_trades_at_rate(
+        stack, keys["trader"], [_trade(n, f"warm-{run}") for n in range(300)], 100
+    )
+    await wait_applied(stack, warm["trade_ids"], timeout_s=120)
+    figures = []
+    for index in range(runs):
+        log(f"series: run {index + 1} of {runs}, {trades} trades at {rate:.0f}/s")
+        before = cpu_seconds(stack)
+        singles = await single_trades_at_rate(
+            stack, keys["trader"], [_trade(n, f"{run}-{index}") for n in range(trades)], rate
+        )
+        figures.append(
+            {
+                "latency_ms": singles["latency_ms"],
+                "client_late_ms": singles["client_late_ms"],
+                "errors": singles["errors"],
+                "host_stolen_pct": singles["host_stolen_pct"],
+                "cpu_ms_per_trade": cpu_ms_per_trade(before, cpu_seconds(stack), trades),
+            }
+        )
+    return figures
+
+
+def series_lines(figures: list[dict[str, Any]]) -> list[str]:
+    """One line per run: latency, the client's lateness, errors, the hypervisor's share, and
+    the CPU per trade of the API, of everything, and of the three largest others."""
+    lines = ["  run  p50 ms  p99 ms  max ms  late p99  errors  stolen  API cpu  all cpu  largest"]
+    for index, run in enumerate(figures, start=1):
+        cpu = run["cpu_ms_per_trade"]
+        others = [(k, v) for k, v in cpu.items() if k not in ("total", "gateway")][:3]
+        stolen = run["host_stolen_pct"]
+        lines.append(
+            f"  {index:>3}  {run['latency_ms']['p50']:>6.1f}  {run['latency_ms']['p99']:>6.1f}"
+            f"  {run['latency_ms']['max']:>6.1f}  {run['client_late_ms']['p99']:>8.1f}"
+            f"  {run['errors']:>6}  {'n/a' if stolen is None else f'{stolen:.1f} %':>6}"
+            f"  {cpu.get('gateway', 0.0):>7.2f}  {cpu['total']:>7.2f}  "
+            + ", ".join(f"{name} {value:.2f}" for name, value in others)
+        )
+    return lines
+
+
+def print_series(figures: list[dict[str, Any]]) -> None:
+    print()
+    print("  single trades, runs back to back (CPU in ms per trade)")
+    for line in series_lines(figures):
+        print(line)
+    print()
 
 
 @contextlib.contextmanager
