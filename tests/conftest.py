@@ -78,6 +78,11 @@ async def scalar(engine: AsyncEngine, sql: str, **params: Any) -> Any:
         return await connection.scalar(sa.text(sql), params)
 
 
+async def rows(engine: AsyncEngine, sql: str, **params: Any) -> list[sa.Row[Any]]:
+    async with engine.connect() as connection:
+        return list(await connection.execute(sa.text(sql), params))
+
+
 @pytest.fixture
 async def gateway(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=stack.url("gateway"), timeout=10) as client:

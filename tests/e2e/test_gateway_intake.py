@@ -24,7 +24,7 @@ from bo_common.unit_of_work import UnitOfWork
 from bo_tools.stack import BY_NAME, Stack
 from gateway import admin, handlers
 from gateway.schemas import TradeIn
-from tests.conftest import a_trade, auth, scalar
+from tests.conftest import a_trade, auth, rows, scalar
 
 pytestmark = pytest.mark.e2e
 
@@ -102,17 +102,13 @@ async def test_a_capture_stores_the_trade_and_its_event_exactly_as_sent(
     assert datetime.fromisoformat(stored["trade_time"]) == datetime.fromisoformat(
         trade["trade_time"]
     )
-    async with databases["gateway"].connect() as connection:
-        row = (
-            await connection.execute(
-                sa.text(
-                    "SELECT payload, key, topic, correlation_id, traceparent, request "
-                    "FROM outbox JOIN trades ON trades.trade_id = outbox.correlation_id "
-                    "WHERE outbox.correlation_id = :id"
-                ),
-                {"id": trade_id},
-            )
-        ).one()
+    [row] = await rows(
+        databases["gateway"],
+        "SELECT payload, key, topic, correlation_id, traceparent, request "
+        "FROM outbox JOIN trades ON trades.trade_id = outbox.correlation_id "
+        "WHERE outbox.correlation_id = :id",
+        id=trade_id,
+    )
     event = Envelope.from_bytes(row.payload)
     assert (event.type, event.subject, row.key, row.topic) == (
         "trade.captured",
@@ -160,17 +156,12 @@ async def test_a_batchs_events_are_queued_in_the_order_of_its_items(
     )
     assert response.status_code == 200, response.text
     ids = [item["trade_id"] for item in response.json()["items"]]
-    async with databases["gateway"].connect() as connection:
-        queued = (
-            await connection.execute(
-                sa.text(
-                    "SELECT correlation_id FROM outbox WHERE correlation_id = ANY(:ids) "
-                    "ORDER BY seq"
-                ),
-                {"ids": ids},
-            )
-        ).scalars()
-        assert list(queued) == ids
+    queued = await rows(
+        databases["gateway"],
+        "SELECT correlation_id FROM outbox WHERE correlation_id = ANY(:ids) ORDER BY seq",
+        ids=ids,
+    )
+    assert [row.correlation_id for row in queued] == ids
 
 
 async def test_twenty_concurrent_different_bodies_under_one_id_capture_one(

@@ -350,6 +350,16 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[index]
 
 
+async def warm_up(stack: Stack, keys: dict[str, str], run: str) -> None:
+    """300 trades at 100/s, then until every service has applied them: pools, caches and
+    consumer groups are warm before anything is measured."""
+    log("warm-up: 300 trades at 100/s, then until every service has applied them")
+    warm = await single_trades_at_rate(
+        stack, keys["trader"], [_trade(n, f"warm-{run}") for n in range(300)], 100
+    )
+    await wait_applied(stack, warm["trade_ids"], timeout_s=120)
+
+
 async def measure(
     stack: Stack,
     keys: dict[str, str],
@@ -361,11 +371,7 @@ async def measure(
 ) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
     envelope_size = 900  # a trade.captured envelope with this trade is about this size
-    log("warm-up: 300 trades at 100/s, then until every service has applied them")
-    warm = await single_trades_at_rate(
-        stack, keys["trader"], [_trade(n, f"warm-{run}") for n in range(300)], 100
-    )
-    await wait_applied(stack, warm["trade_ids"], timeout_s=120)
+    await warm_up(stack, keys, run)
     log(f"single trades: {trades} at {rate:.0f}/s (open loop), everything else running")
     cpu_before = cpu_seconds(stack)
     singles = await single_trades_at_rate(
@@ -584,11 +590,7 @@ async def series(
     run to run, and a slow run shows whether the machine or a process got slower (the
     same code spends more CPU per trade in a virtual machine's slow hours)."""
     run = uuid.uuid4().hex[:6]
-    log("series: warm-up, 300 trades at 100/s")
-    warm = await single_trades_at_rate(
-        stack, keys["trader"], [_trade(n, f"warm-{run}") for n in range(300)], 100
-    )
-    await wait_applied(stack, warm["trade_ids"], timeout_s=120)
+    await warm_up(stack, keys, run)
     figures = []
     for index in range(runs):
         log(f"series: run {index + 1} of {runs}, {trades} trades at {rate:.0f}/s")

@@ -37,8 +37,8 @@ class Service:
     database_of: str | None = None
     env: tuple[tuple[str, str], ...] = ()
     # CPU on a shared machine (docs/architecture.md, "The intake path and CPU"): the intake
-    # API first, at the normal policy; every process that works through events yields to
-    # it at once (see lower_priority).
+    # API first, at the normal policy; the processes that work through events yield to it
+    # (see lower_priority).
     nice: int = 10
     background: bool = True
     idle: bool = True
@@ -90,9 +90,11 @@ def lower_priority(nice: int, *, idle: bool = True) -> None:
       autogroup scheduling (on by default on Linux) the CPU is first shared between
       sessions as equals, and SCHED_IDLE only ranks processes inside one. Each process in a
       session of its own took as large a share as the API (docs/architecture.md).
-    - `idle=False` keeps the normal policy at `nice` (19: a weight 5 times SCHED_IDLE's,
-      and still preempted at once by the API under EEVDF): a background process that ranks
-      first among the others. `nice` also applies where SCHED_IDLE is not offered.
+    - `idle=False` keeps the normal policy at `nice`: a background process that ranks
+      first among the others (nice 19 weighs 15, five times a SCHED_IDLE process and a
+      68th of the API; a request may wait out the rest of its short time slice, where it
+      takes an idle process's CPU at once). `nice` also applies where SCHED_IDLE is not
+      offered.
     """
     if nice:
         os.nice(nice)
