@@ -20,4 +20,13 @@ subscription = Subscription(
     # The depository's ISO 20022 answers (sese.024 status advice, sese.025 confirmations):
     # XML, not envelopes; a message that fails the schema is dead-lettered with the error.
     raw_handlers={CSD_STATUS: handlers.apply_csd_status},
+    # A run of captures, or of decisions, is applied together: a few statements for the
+    # run, where one at a time sends them for every trade.
+    batch_handlers={
+        gateway_contract.TRADE_CAPTURED: handlers.create_obligations,
+        compliance_contract.TRADE_CLEARED: handlers.record_compliance_decisions,
+        compliance_contract.TRADE_HELD: handlers.record_compliance_decisions,
+        "compliance.trade_released": handlers.record_compliance_decisions,
+        "compliance.trade_rejected": handlers.record_compliance_decisions,
+    },
 )

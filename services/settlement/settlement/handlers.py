@@ -12,7 +12,7 @@ from decimal import ROUND_DOWN, Context, Decimal, localcontext
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 
 import bo_iso20022
 from bo_common.consumer import PoisonMessage
@@ -122,22 +122,16 @@ _OPEN_OBLIGATION = (
     .on_conflict_do_nothing(index_elements=["trade_id"])
     .returning(ObligationRow)
 )
-_CANCELLATION = sa.select(CancellationRow).where(
-    CancellationRow.trade_id == sa.bindparam("trade_id")
-)
-_RECORD_DECISION = (
-    insert(ComplianceDecisionRow)
-    .values(
-        trade_id=sa.bindparam("trade_id"),
-        version=sa.bindparam("version"),
-        decision=sa.bindparam("decision"),
-        decided_at=sa.bindparam("decided_at"),
-    )
-    .on_conflict_do_update(
-        index_elements=["trade_id", "version"],
-        set_={"decision": sa.bindparam("decision"), "decided_at": sa.bindparam("decided_at")},
-        where=ComplianceDecisionRow.decided_at < sa.bindparam("decided_at"),
-    )
+# Parameter sets of one statement on the table (executemany), one set per decision.
+_DECISIONS_TABLE = ComplianceDecisionRow.__table__
+_NEW_DECISION = insert(_DECISIONS_TABLE)
+_RECORD_DECISIONS = _NEW_DECISION.on_conflict_do_update(
+    index_elements=["trade_id", "version"],
+    set_={
+        "decision": _NEW_DECISION.excluded.decision,
+        "decided_at": _NEW_DECISION.excluded.decided_at,
+    },
+    where=_DECISIONS_TABLE.c.decided_at < _NEW_DECISION.excluded.decided_at,
 )
 _DECISION = sa.select(ComplianceDecisionRow.decision).where(
     ComplianceDecisionRow.trade_id == sa.bindparam("trade_id"),
@@ -147,6 +141,23 @@ _SSI_VERSIONS = sa.select(SsiRow).where(
     SsiRow.counterparty_lei == sa.bindparam("lei"),
     SsiRow.market == sa.bindparam("market"),
     SsiRow.asset_class == sa.bindparam("asset_class"),
+    SsiRow.effective_from <= sa.bindparam("on"),
+)
+# The same reads for a run of trades (create_obligations, record_compliance_decisions): one
+# statement each, the trade ids (or LEIs) as one array parameter.
+_TRADE_IDS = sa.bindparam("trade_ids", type_=ARRAY(sa.Text))
+_LOCK_OBLIGATIONS = (
+    sa.select(ObligationRow)
+    .where(ObligationRow.trade_id == sa.any_(_TRADE_IDS))
+    .order_by(ObligationRow.trade_id)
+    .with_for_update()
+)
+_CANCELLATIONS = sa.select(CancellationRow).where(CancellationRow.trade_id == sa.any_(_TRADE_IDS))
+_DECISIONS = sa.select(
+    ComplianceDecisionRow.trade_id, ComplianceDecisionRow.version, ComplianceDecisionRow.decision
+).where(ComplianceDecisionRow.trade_id == sa.any_(_TRADE_IDS))
+_SSI_VERSIONS_OF = sa.select(SsiRow).where(
+    SsiRow.counterparty_lei == sa.any_(sa.bindparam("leis", type_=ARRAY(sa.Text))),
     SsiRow.effective_from <= sa.bindparam("on"),
 )
 
@@ -161,13 +172,24 @@ async def _open_obligation(
     event: Envelope, uow: UnitOfWork, trade: gateway_contract.TradeCaptured, now: datetime
 ) -> None:
     """The obligation of these terms (at the trade's version), unless the trade has one."""
-    terms = _terms_of(trade)
-    obligation_id = obligation_id_of(trade.trade_id)
-    row = await uow.session.scalar(
-        _OPEN_OBLIGATION,
-        [
+    await _open_obligations([(event, trade)], uow, now)
+
+
+async def _open_obligations(
+    captured: list[tuple[Envelope, gateway_contract.TradeCaptured]],
+    uow: UnitOfWork,
+    now: datetime,
+) -> None:
+    """Each trade's obligation of its terms, unless it has one; then each moved as far as
+    what is known allows, in the order given. The trades are distinct: four statements for
+    the whole run (obligations, cancellations, decisions, SSIs), one each for every trade
+    of it as before."""
+    params = []
+    for event, trade in captured:
+        terms = _terms_of(trade)
+        params.append(
             {
-                "obligation_id": obligation_id,
+                "obligation_id": obligation_id_of(trade.trade_id),
                 "trade_id": trade.trade_id,
                 "account": trade.account,
                 **asdict(terms),
@@ -177,22 +199,47 @@ async def _open_obligation(
                 "created_at": now,
                 "updated_at": now,
             }
-        ],
-    )
-    if row is None:
-        return  # the trade has one
-    _emit(uow, contract.OBLIGATION_CREATED, row, _obligation_data(row), event, now)
+        )
+    opened = {row.trade_id: row for row in await uow.session.scalars(_OPEN_OBLIGATION, params)}
+    if not opened:
+        return  # every trade has one
+    trade_ids = list(opened)
     # A cancellation can only come first out of order (a replayed dead letter): honour it.
-    cancellation = await uow.session.scalar(_CANCELLATION, {"trade_id": trade.trade_id})
-    if cancellation is not None:
-        _cancel(uow, row, reason=cancellation.reason, cause=event, now=now)
-        return
-    await advance(uow, row, cause=event, now=now)
+    cancellations = {
+        row.trade_id: row
+        for row in await uow.session.scalars(_CANCELLATIONS, {"trade_ids": trade_ids})
+    }
+    known = await _known_for(uow, [row for row in opened.values() if _may_advance(row)])
+    for event, trade in captured:
+        row = opened.get(trade.trade_id)
+        if row is None:
+            continue  # the trade has one
+        _emit(uow, contract.OBLIGATION_CREATED, row, _obligation_data(row), event, now)
+        cancellation = cancellations.get(row.trade_id)
+        if cancellation is not None:
+            _cancel(uow, row, reason=cancellation.reason, cause=event, now=now)
+            continue
+        if row.trade_id in known:
+            decision, ssi = known[row.trade_id]
+            await _advance_with(uow, row, decision=decision, ssi=ssi, cause=event, now=now)
 
 
 async def create_obligation(event: Envelope, uow: UnitOfWork) -> None:
-    trade = gateway_contract.TradeCaptured.model_validate(event.data)
-    await _open_obligation(event, uow, trade, datetime.now(UTC))
+    await create_obligations([event], uow)
+
+
+async def create_obligations(events: list[Envelope], uow: UnitOfWork) -> None:
+    """trade.captured, a run at a time (the consume loop's batch handler): the same rows
+    and events, in the same order, as create_obligation for each in turn."""
+    captured = [
+        (event, gateway_contract.TradeCaptured.model_validate(event.data)) for event in events
+    ]
+    if len({trade.trade_id for _, trade in captured}) < len(captured):
+        # One trade twice (two events of one capture): in turn, so the second sees the first.
+        for one in captured:
+            await _open_obligations([one], uow, datetime.now(UTC))
+        return
+    await _open_obligations(captured, uow, datetime.now(UTC))
 
 
 async def amend_obligation(event: Envelope, uow: UnitOfWork) -> None:
@@ -359,28 +406,64 @@ async def _refuse(
 
 
 async def record_compliance_decision(event: Envelope, uow: UnitOfWork) -> None:
-    decision = COMPLIANCE_DECISION[event.type]
-    trade_id = str(event.data["trade_id"])
-    version = int(event.data.get("version") or 1)
+    await record_compliance_decisions([event], uow)
+
+
+async def record_compliance_decisions(events: list[Envelope], uow: UnitOfWork) -> None:
+    """Compliance's decisions, a run at a time (the consume loop's batch handler): the same
+    rows and events, in the same order, as one decision at a time."""
+    decisions = [
+        {
+            "trade_id": str(event.data["trade_id"]),
+            "version": int(event.data.get("version") or 1),
+            "decision": COMPLIANCE_DECISION[event.type],
+            "decided_at": event.time,
+        }
+        for event in events
+    ]
+    if len({decision["trade_id"] for decision in decisions}) < len(decisions):
+        # Two decisions on one trade (held, then released): in turn, each on what the one
+        # before it left.
+        for event, decision in zip(events, decisions, strict=True):
+            await _record_decisions([(event, decision)], uow)
+        return
+    await _record_decisions(list(zip(events, decisions, strict=True)), uow)
+
+
+async def _record_decisions(
+    decided: list[tuple[Envelope, dict[str, Any]]], uow: UnitOfWork
+) -> None:
     # Every decision is recorded under the trade version it is about; within a version the
     # newest wins, whatever order the decisions arrive in.
-    await uow.session.execute(
-        _RECORD_DECISION,
-        {"trade_id": trade_id, "version": version, "decision": decision, "decided_at": event.time},
-    )
-    row = await _lock_obligation(uow, trade_id)
-    if row is None:
-        return  # the capture has not arrived yet; it will read the decision
-    if not domain.decision_counts(decision_version=version, obligation_version=row.version):
-        log.info(
-            "compliance_decision_not_current",
-            trade_id=trade_id,
-            decision=decision,
-            version=version,
-            obligation_version=row.version,
-        )
-        return
-    await advance(uow, row, cause=event, now=datetime.now(UTC))
+    await uow.session.execute(_RECORD_DECISIONS, [decision for _, decision in decided])
+    trade_ids = sorted({decision["trade_id"] for _, decision in decided})
+    rows = {
+        row.trade_id: row
+        for row in await uow.session.scalars(_LOCK_OBLIGATIONS, {"trade_ids": trade_ids})
+    }
+    current: list[tuple[Envelope, ObligationRow]] = []
+    for event, decision in decided:
+        row = rows.get(decision["trade_id"])
+        if row is None:
+            continue  # the capture has not arrived yet; it will read the decision
+        if not domain.decision_counts(
+            decision_version=decision["version"], obligation_version=row.version
+        ):
+            log.info(
+                "compliance_decision_not_current",
+                trade_id=row.trade_id,
+                decision=decision["decision"],
+                version=decision["version"],
+                obligation_version=row.version,
+            )
+            continue
+        current.append((event, row))
+    known = await _known_for(uow, [row for _, row in current if _may_advance(row)])
+    now = datetime.now(UTC)
+    for event, row in current:
+        if row.trade_id in known:
+            decision, ssi = known[row.trade_id]
+            await _advance_with(uow, row, decision=decision, ssi=ssi, cause=event, now=now)
 
 
 async def current_ssi(
@@ -397,13 +480,58 @@ async def current_ssi(
     return domain.version_in_force(versions, on)
 
 
+def _may_advance(row: ObligationRow) -> bool:
+    """Not yet instructed, nor cancelled: what it waits for may have come."""
+    return (
+        row.state in ("awaiting_compliance", "held", "needs_ssi")
+        and row.cancelled_at is None
+        and row.instruction_id is None
+    )
+
+
+async def _known_for(
+    uow: UnitOfWork, rows: list[ObligationRow]
+) -> dict[str, tuple[str | None, SsiRow | None]]:
+    """For each obligation (of distinct trades): the compliance decision on its version and
+    the SSI version in force on its settlement date, as advance reads them one by one; two
+    statements for all."""
+    if not rows:
+        return {}
+    trade_ids = [row.trade_id for row in rows]
+    decisions = {
+        (trade_id, version): decision
+        for trade_id, version, decision in await uow.session.execute(
+            _DECISIONS, {"trade_ids": trade_ids}
+        )
+    }
+    versions: dict[tuple[str, str, str], list[SsiRow]] = {}
+    for ssi in await uow.session.scalars(
+        _SSI_VERSIONS_OF,
+        {
+            "leis": sorted({row.counterparty_lei for row in rows}),
+            "on": max(row.settlement_date for row in rows),
+        },
+    ):
+        versions.setdefault((ssi.counterparty_lei, ssi.market, ssi.asset_class), []).append(ssi)
+    return {
+        row.trade_id: (
+            decisions.get((row.trade_id, row.version)),
+            domain.version_in_force(
+                versions.get(
+                    (row.counterparty_lei, row.market, domain.ssi_asset_class(row.isin)), ()
+                ),
+                row.settlement_date,
+            ),
+        )
+        for row in rows
+    }
+
+
 async def advance(
     uow: UnitOfWork, row: ObligationRow, *, cause: Envelope | None, now: datetime
 ) -> None:
     """Move a not-yet-instructed obligation as far as what is known allows."""
-    if row.state not in ("awaiting_compliance", "held", "needs_ssi"):
-        return
-    if row.cancelled_at is not None or row.instruction_id is not None:
+    if not _may_advance(row):
         return
     # Only the decision on the obligation's version counts (see domain.decision_counts).
     decision = await uow.session.scalar(
@@ -416,6 +544,19 @@ async def advance(
         domain.ssi_asset_class(row.isin),
         row.settlement_date,
     )
+    await _advance_with(uow, row, decision=decision, ssi=ssi, cause=cause, now=now)
+
+
+async def _advance_with(
+    uow: UnitOfWork,
+    row: ObligationRow,
+    *,
+    decision: str | None,
+    ssi: SsiRow | None,
+    cause: Envelope | None,
+    now: datetime,
+) -> None:
+    """advance, with the decision on the obligation's version and the SSI in force read."""
     state = domain.next_state(
         compliance=decision,
         ssi=None
