@@ -130,13 +130,17 @@ class ConsumeLoop:
         default_handler: Handler | None = None,
         raw_handlers: Mapping[str, RawHandler] | None = None,
         batch_handlers: Mapping[str, BatchHandler] | None = None,
+        default_batch_handler: BatchHandler | None = None,
         stall_timeout_s: float = 60.0,
     ) -> None:
         self._default_handler = default_handler
         missing = set(batch_handlers or {}) - set(handlers)
         if missing:
             raise ValueError(f"a batch handler needs a handler of the same type: {missing}")
+        if default_batch_handler is not None and default_handler is None:
+            raise ValueError("a default batch handler needs a default handler")
         self._batch_handlers = dict(batch_handlers or {})
+        self._default_batch_handler = default_batch_handler
         # topic -> handler of its raw values: these topics' messages are not read as
         # envelopes; their inbox id is raw_message_id(topic, value).
         self._raw_handlers = dict(raw_handlers or {})
@@ -394,9 +398,9 @@ class ConsumeLoop:
                 EVENTS_DUPLICATE.labels(self.name).inc()
                 continue
             fresh.discard(item.event_id)  # the same event twice in one batch is applied once
-            batch_handler = self._batch_handlers.get(item.event_type)
-            if batch_handler is not None and item.event is not None:
-                if run and self._batch_handlers[run[0].event_type] is not batch_handler:
+            batch_handler = self._batch_handler_of(item)
+            if batch_handler is not None:
+                if run and self._batch_handler_of(run[0]) is not batch_handler:
                     await self._apply_run(run, uow)
                 run.append(item)
                 continue
@@ -406,6 +410,16 @@ class ConsumeLoop:
             EVENTS_APPLIED.labels(self.name, item.event_type, item.record.topic).inc()
         await self._apply_run(run, uow)
         await uow.flush()
+
+    def _batch_handler_of(self, item: _Work) -> BatchHandler | None:
+        """The batch handler of an event: its type's, or the default's for a type without a
+        handler of its own; None for a raw message."""
+        if item.event is None:
+            return None
+        found = self._batch_handlers.get(item.event_type)
+        if found is None and item.event_type not in self._handlers:
+            return self._default_batch_handler
+        return found
 
     async def _apply_run(self, run: list[_Work], uow: UnitOfWork) -> None:
         """Apply a run of events with their batch handler, and empty the run. Each event's
@@ -417,7 +431,7 @@ class ConsumeLoop:
             with self._context(item, timed=False):
                 pass
         started = time.perf_counter()
-        await self._batch_handlers[run[0].event_type](
+        await cast(BatchHandler, self._batch_handler_of(run[0]))(
             [cast(Envelope, item.event) for item in run], uow
         )
         each = (time.perf_counter() - started) / len(run)

@@ -67,6 +67,8 @@ class Subscription:
     # Event types applied a run at a time (bo_common.consumer.BatchHandler); each keeps its
     # entry in `handlers` for a run that fails and is applied event by event.
     batch_handlers: Mapping[str, BatchHandler] = field(default_factory=dict)
+    # The default handler's, for runs of the event types it applies.
+    default_batch_handler: BatchHandler | None = None
 
 
 class ServiceRuntime:
@@ -153,6 +155,7 @@ class ServiceRuntime:
             group_id=s.group_id,
             handler_attempts=s.handler_attempts,
             default_handler=self.subscription.default_handler,
+            default_batch_handler=self.subscription.default_batch_handler,
             raw_handlers=self.subscription.raw_handlers,
             batch_handlers=self.subscription.batch_handlers,
             on_commit=self.relay.wake,

@@ -126,3 +126,76 @@ def test_a_batch_handler_needs_a_single_event_handler() -> None:
             kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
             group_id="test",
         )
+
+
+async def test_the_default_batch_handler_takes_runs_of_types_without_a_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A follower of every event type (the status view): runs of the types the default
+    handler applies go to the default batch handler; a type with a handler of its own, or
+    a batch handler of its own, ends the run."""
+    monkeypatch.setattr(PlumbingSchema, "trace_columns", False)
+    calls: list[tuple[str, list[int]]] = []
+
+    async def own(event: Envelope, uow: UnitOfWork) -> None:
+        calls.append(("own", [event.data["n"]]))
+
+    async def default(event: Envelope, uow: UnitOfWork) -> None:
+        calls.append(("default", [event.data["n"]]))
+
+    async def default_run(events: list[Envelope], uow: UnitOfWork) -> None:
+        calls.append(("default run", [event.data["n"] for event in events]))
+
+    async def own_run(events: list[Envelope], uow: UnitOfWork) -> None:
+        calls.append(("own run", [event.data["n"] for event in events]))
+
+    loop = ConsumeLoop(
+        name="test",
+        topics=["trade.events"],
+        handlers={"t.own": own, "t.batched": own},
+        batch_handlers={"t.batched": own_run},
+        default_handler=default,
+        default_batch_handler=default_run,
+        sessions=cast(Any, None),
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        group_id="test",
+    )
+    events = [
+        _event("t.x", 1),
+        _event("t.y", 2),
+        _event("t.own", 3),
+        _event("t.z", 4),
+        _event("t.batched", 5),
+        _event("t.batched", 6),
+        _event("t.x", 7),
+    ]
+    uow = _Uow(seen=set())
+    work = [
+        item
+        for offset, event in enumerate(events)
+        if (item := await loop._work_of(_record(event, offset), cast(Any, uow))) is not None
+    ]
+    await loop._apply_all(work, cast(Any, uow))
+    assert calls == [
+        ("default run", [1, 2]),
+        ("own", [3]),
+        ("default run", [4]),
+        ("own run", [5, 6]),
+        ("default run", [7]),
+    ]
+
+
+def test_a_default_batch_handler_needs_a_default_handler() -> None:
+    async def together(events: list[Envelope], uow: UnitOfWork) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="needs a default handler"):
+        ConsumeLoop(
+            name="test",
+            topics=["trade.events"],
+            handlers={},
+            default_batch_handler=together,
+            sessions=cast(Any, None),
+            kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+            group_id="test",
+        )

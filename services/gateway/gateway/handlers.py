@@ -380,26 +380,36 @@ async def cancel_trade(
 
 async def record_progress(event: Envelope, uow: UnitOfWork) -> None:
     """Any event of a trade's chain: add it to the timeline and move the state forward."""
-    trade_id = domain.trade_of_event(event.data, event.correlation_id)
-    if trade_id is None:
-        return
-    repository.record_timeline(
-        uow.outbox,
-        event_id=event.id,
-        trade_id=trade_id,
-        event_type=event.type,
-        source=event.source,
-        occurred_at=event.time,
-        data=event.data,
-    )
-    state = domain.STATE_OF_EVENT.get(event.type)
-    if state is not None:
-        version = event.data.get("version")
-        await repository.raise_state(
-            uow.session,
+    await record_progress_of([event], uow)
+
+
+async def record_progress_of(events: list[Envelope], uow: UnitOfWork) -> None:
+    """A run of events (the consume loop's batch handler): each added to its trade's
+    timeline, and the trades' states moved forward in one statement."""
+    changes = []
+    for event in events:
+        trade_id = domain.trade_of_event(event.data, event.correlation_id)
+        if trade_id is None:
+            continue
+        repository.record_timeline(
+            uow.outbox,
+            event_id=event.id,
             trade_id=trade_id,
-            state=state[0],
-            rank=state[1],
-            at=event.time,
-            version=version if isinstance(version, int) else None,
+            event_type=event.type,
+            source=event.source,
+            occurred_at=event.time,
+            data=event.data,
         )
+        state = domain.STATE_OF_EVENT.get(event.type)
+        if state is not None:
+            version = event.data.get("version")
+            changes.append(
+                repository.StateChange(
+                    trade_id=trade_id,
+                    state=state[0],
+                    rank=state[1],
+                    at=event.time,
+                    version=version if isinstance(version, int) else None,
+                )
+            )
+    await repository.raise_states(uow.session, changes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
 
@@ -237,28 +238,47 @@ def record_timeline(
     )
 
 
-async def raise_state(
-    session: AsyncSession,
-    *,
-    trade_id: str,
-    state: str,
-    rank: int,
-    at: datetime,
-    version: int | None,
-) -> None:
-    """Move the trade to `state` if it ranks higher than its current one; an event about an
-    older version of the trade (it carries `version`) no longer moves it."""
+@dataclass(frozen=True)
+class StateChange:
+    """What one event of a trade's chain says of its state (gateway.domain.STATE_OF_EVENT)."""
+
+    trade_id: str
+    state: str
+    rank: int
+    at: datetime
+    # The trade version the event is about, if it carries one.
+    version: int | None
+
+
+async def raise_states(session: AsyncSession, changes: list[StateChange]) -> None:
+    """Move each trade to the highest-ranked of its changes that outranks its current state
+    (the first of equals), which is where applying them in turn leaves it; a change about an
+    older version of the trade no longer moves it. One statement for all of them."""
+    if not changes:
+        return
     # A prepared statement: built once, where an update construct per event cost more
     # client CPU than the database spent on it.
     with session.sync_session.no_autoflush:
         await session.execute(
-            _RAISE_STATE,
-            {"trade_id": trade_id, "state": state, "rank": rank, "at": at, "version": version},
+            _RAISE_STATES,
+            {
+                "trade_ids": [change.trade_id for change in changes],
+                "states": [change.state for change in changes],
+                "ranks": [change.rank for change in changes],
+                "ats": [change.at for change in changes],
+                "versions": [change.version for change in changes],
+            },
         )
 
 
-_RAISE_STATE = sa.text(
-    "UPDATE trades SET state = :state, state_rank = :rank, state_changed_at = :at"
-    " WHERE trade_id = :trade_id AND state_rank < :rank"
-    " AND (CAST(:version AS integer) IS NULL OR version <= CAST(:version AS integer))"
+_RAISE_STATES = sa.text(
+    "UPDATE trades SET state = c.state, state_rank = c.rank, state_changed_at = c.at"
+    " FROM (SELECT DISTINCT ON (c.trade_id) c.trade_id, c.state, c.rank, c.at"
+    "  FROM unnest(CAST(:trade_ids AS text[]), CAST(:states AS text[]),"
+    "   CAST(:ranks AS integer[]), CAST(:ats AS timestamptz[]), CAST(:versions AS integer[]))"
+    "   WITH ORDINALITY AS c(trade_id, state, rank, at, version, n)"
+    "  JOIN trades AS t ON t.trade_id = c.trade_id"
+    "  WHERE t.state_rank < c.rank AND (c.version IS NULL OR t.version <= c.version)"
+    "  ORDER BY c.trade_id, c.rank DESC, c.n) AS c"
+    " WHERE trades.trade_id = c.trade_id"
 )
