@@ -11,7 +11,8 @@ domain.Projection's (the replay model), checked against it in tests/unit/test_re
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import bisect
+from collections.abc import Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -105,10 +106,52 @@ def needs(run: Iterable[tuple[TradeFacts, Parts]]) -> Needs:
     )
 
 
+class SeenTrades(MutableMapping[str, SeenTrade]):
+    """Trades seen, by trade id, also kept by ISIN in trade time order: an evaluation reads
+    the trades of one ISIN within a time window, a slice of that order, where a scan of
+    every trade seen grew with the run and the window (most of the monitor's CPU in a
+    burst)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, SeenTrade] = {}
+        self._by_isin: dict[str, list[tuple[datetime, str]]] = {}
+
+    def __getitem__(self, trade_id: str) -> SeenTrade:
+        return self._by_id[trade_id]
+
+    def __setitem__(self, trade_id: str, seen: SeenTrade) -> None:
+        if trade_id != seen.trade_id:
+            raise ValueError(f"trade {seen.trade_id} filed under {trade_id}")
+        if trade_id in self._by_id:
+            del self[trade_id]
+        self._by_id[trade_id] = seen
+        bisect.insort(self._by_isin.setdefault(seen.isin, []), (seen.trade_time, trade_id))
+
+    def __delitem__(self, trade_id: str) -> None:
+        seen = self._by_id.pop(trade_id)
+        order = self._by_isin[seen.isin]
+        del order[bisect.bisect_left(order, (seen.trade_time, trade_id))]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def within(self, isin: str, low: datetime, high: datetime) -> Iterator[SeenTrade]:
+        """The trades of the ISIN with low <= trade_time <= high, in time order."""
+        order = self._by_isin.get(isin, [])
+        for index in range(bisect.bisect_left(order, (low,)), len(order)):
+            trade_time, trade_id = order[index]
+            if trade_time > high:
+                break
+            yield self._by_id[trade_id]
+
+
 @dataclass
 class ProjectionSlice:
     # The current terms of every trade loaded or evaluated, not cancelled.
-    seen: dict[str, SeenTrade] = field(default_factory=dict)
+    seen: SeenTrades = field(default_factory=SeenTrades)
     positions: dict[tuple[str, str], Decimal] = field(default_factory=dict)
     last_prices: dict[tuple[str, str], PricePoint] = field(default_factory=dict)
     # What the run changed, to be stored: net moves of positions (a position that any
@@ -125,11 +168,8 @@ class ProjectionSlice:
             low, high = trade.trade_time - parts.window, trade.trade_time + parts.window
             recent = [
                 seen
-                for seen in self.seen.values()
-                if seen.isin == trade.isin
-                and low <= seen.trade_time <= high
-                and seen.account in parts.seen_accounts
-                and seen.trade_id != trade.trade_id
+                for seen in self.seen.within(trade.isin, low, high)
+                if seen.account in parts.seen_accounts and seen.trade_id != trade.trade_id
             ]
         position = Decimal(0)
         holdings: dict[str, tuple[Decimal, Decimal]] = {}
