@@ -107,14 +107,14 @@ def needs(run: Iterable[tuple[TradeFacts, Parts]]) -> Needs:
 
 
 class SeenTrades(MutableMapping[str, SeenTrade]):
-    """Trades seen, by trade id, also kept by ISIN in trade time order: an evaluation reads
-    the trades of one ISIN within a time window, a slice of that order, where a scan of
-    every trade seen grew with the run and the window (most of the monitor's CPU in a
-    burst)."""
+    """Trades seen, by trade id, also kept by ISIN and account in trade time order: an
+    evaluation reads the trades of one ISIN and a few accounts within a time window, slices
+    of that order, where a scan of every trade seen grew with the run and the window (most
+    of the monitor's CPU in a burst)."""
 
     def __init__(self) -> None:
         self._by_id: dict[str, SeenTrade] = {}
-        self._by_isin: dict[str, list[tuple[datetime, str]]] = {}
+        self._by_key: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
 
     def __getitem__(self, trade_id: str) -> SeenTrade:
         return self._by_id[trade_id]
@@ -125,11 +125,12 @@ class SeenTrades(MutableMapping[str, SeenTrade]):
         if trade_id in self._by_id:
             del self[trade_id]
         self._by_id[trade_id] = seen
-        bisect.insort(self._by_isin.setdefault(seen.isin, []), (seen.trade_time, trade_id))
+        order = self._by_key.setdefault((seen.isin, seen.account), [])
+        bisect.insort(order, (seen.trade_time, trade_id))
 
     def __delitem__(self, trade_id: str) -> None:
         seen = self._by_id.pop(trade_id)
-        order = self._by_isin[seen.isin]
+        order = self._by_key[(seen.isin, seen.account)]
         del order[bisect.bisect_left(order, (seen.trade_time, trade_id))]
 
     def __iter__(self) -> Iterator[str]:
@@ -138,14 +139,18 @@ class SeenTrades(MutableMapping[str, SeenTrade]):
     def __len__(self) -> int:
         return len(self._by_id)
 
-    def within(self, isin: str, low: datetime, high: datetime) -> Iterator[SeenTrade]:
-        """The trades of the ISIN with low <= trade_time <= high, in time order."""
-        order = self._by_isin.get(isin, [])
-        for index in range(bisect.bisect_left(order, (low,)), len(order)):
-            trade_time, trade_id = order[index]
-            if trade_time > high:
-                break
-            yield self._by_id[trade_id]
+    def within(
+        self, isin: str, accounts: Iterable[str], low: datetime, high: datetime
+    ) -> Iterator[SeenTrade]:
+        """The trades of the ISIN and accounts with low <= trade_time <= high, account by
+        account in time order."""
+        for account in sorted(accounts):
+            order = self._by_key.get((isin, account), [])
+            for index in range(bisect.bisect_left(order, (low,)), len(order)):
+                trade_time, trade_id = order[index]
+                if trade_time > high:
+                    break
+                yield self._by_id[trade_id]
 
 
 @dataclass
@@ -168,8 +173,8 @@ class ProjectionSlice:
             low, high = trade.trade_time - parts.window, trade.trade_time + parts.window
             recent = [
                 seen
-                for seen in self.seen.within(trade.isin, low, high)
-                if seen.account in parts.seen_accounts and seen.trade_id != trade.trade_id
+                for seen in self.seen.within(trade.isin, parts.seen_accounts, low, high)
+                if seen.trade_id != trade.trade_id
             ]
         position = Decimal(0)
         holdings: dict[str, tuple[Decimal, Decimal]] = {}

@@ -1,6 +1,6 @@
-"""The trades seen, kept by ISIN in time order, answer a window's read as a scan of every
-trade seen does, through any sequence of new trades, replaced versions (another ISIN or
-time) and removals."""
+"""The trades seen, kept by ISIN and account in time order, answer a window's read as a
+scan of every trade seen does, through any sequence of new trades, replaced versions
+(another account, ISIN or time) and removals."""
 
 from __future__ import annotations
 
@@ -17,16 +17,23 @@ from compliance_monitor.domain_rules import SeenTrade
 T0 = datetime(2026, 12, 2, 15, tzinfo=UTC)
 ISINS = ["US0378331005", "US5949181045", "GB0002634946"]
 
+ACCOUNTS = ["ACC-001", "ACC-002", "ACC-003"]
 trades = st.builds(
-    lambda n, isin, seconds: SeenTrade(
-        f"T-{n}", "ACC-001", "BUY", isin, Decimal(100), T0 + timedelta(seconds=seconds)
+    lambda n, account, isin, seconds: SeenTrade(
+        f"T-{n}", account, "BUY", isin, Decimal(100), T0 + timedelta(seconds=seconds)
     ),
     st.integers(0, 30),
+    st.sampled_from(ACCOUNTS),
     st.sampled_from(ISINS),
     st.integers(0, 60),
 )
 steps = st.lists(st.one_of(trades, st.integers(0, 30)), max_size=120)
-windows = st.tuples(st.sampled_from(ISINS), st.integers(-5, 65), st.integers(0, 30))
+windows = st.tuples(
+    st.sampled_from(ISINS),
+    st.frozensets(st.sampled_from(ACCOUNTS)),
+    st.integers(-5, 65),
+    st.integers(0, 30),
+)
 
 
 @given(steps, st.lists(windows, min_size=1, max_size=10))
@@ -41,13 +48,17 @@ def test_a_window_is_what_a_scan_finds(steps: list[SeenTrade | int], reads: list
             del kept[f"T-{step}"]
             del model[f"T-{step}"]
     assert dict(kept) == model
-    for isin, start, width in reads:
+    for isin, accounts, start, width in reads:
         low = T0 + timedelta(seconds=start)
         high = low + timedelta(seconds=width)
-        found = list(kept.within(isin, low, high))
+        found = list(kept.within(isin, accounts, low, high))
         expected = sorted(
-            (s for s in model.values() if s.isin == isin and low <= s.trade_time <= high),
-            key=lambda s: (s.trade_time, s.trade_id),
+            (
+                s
+                for s in model.values()
+                if s.isin == isin and s.account in accounts and low <= s.trade_time <= high
+            ),
+            key=lambda s: (s.account, s.trade_time, s.trade_id),
         )
         assert found == expected
 
