@@ -83,7 +83,7 @@ async def test_sigterm_under_load_drains_in_bound_and_loses_or_doubles_nothing(
             if name != "gateway_worker":
                 unsent_after_stop[name] = await scalar(
                     databases[DATABASE_OF.get(name, name)],
-                    "SELECT count(*) FROM outbox WHERE sent_at IS NULL",
+                    "SELECT count(*) FROM outbox_pending",
                 )
             stack.start(name)
         await asyncio.to_thread(stack.wait_ready, STOPPED, 90)

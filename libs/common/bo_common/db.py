@@ -6,6 +6,7 @@ import contextlib
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID
@@ -189,13 +190,20 @@ def asyncpg_dsn(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def run_migrations(service_dir: Path, database_url: str) -> None:
-    """Upgrade a service's database to head with its own Alembic scripts."""
-    from alembic import command
+def alembic_config(service_dir: Path, database_url: str) -> Any:
+    """The Alembic configuration of a service's database, with its own scripts."""
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(service_dir / "migrations"))
     config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
-    # "heads": the plumbing revisions (0100, bo_common.outbox) are a branch of their own.
-    command.upgrade(config, "heads")
+    return config
+
+
+def run_migrations(service_dir: Path, database_url: str) -> None:
+    """Upgrade a service's database to head with its own Alembic scripts."""
+    from alembic import command
+
+    # "heads": the plumbing revisions (0100, 0101: bo_common.outbox) are a branch of their
+    # own.
+    command.upgrade(alembic_config(service_dir, database_url), "heads")

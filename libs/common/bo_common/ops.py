@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bo_common.db import InboxRow, OutboxRow
 from bo_common.kafka import start_with_retry
+from bo_common.outbox import PlumbingSchema
 from bo_common.settings import KafkaSettings
 
 DEAD_LETTER = "dead_letter"
@@ -185,27 +186,39 @@ OPS_STATUS_RESPONSES: dict[int | str, dict[str, object]] = {
 async def outbox_status(engine: AsyncEngine, *, now: datetime | None = None) -> OutboxStatus:
     now = now or datetime.now(UTC)
     async with engine.connect() as connection:
-        # The partial index outbox_unsent (seq WHERE sent_at IS NULL) serves the backlog, and
-        # the primary key, read backwards, the last published row.
-        unsent, oldest = (
-            await connection.execute(
-                sa.select(sa.func.count(), sa.func.min(OutboxRow.created_at)).where(
-                    OutboxRow.sent_at.is_(None)
-                )
+        if PlumbingSchema.pending_table:
+            # Unsent: the rows queued in outbox_pending (bo_common.outbox.add_outbox_pending).
+            unsent, oldest = (await connection.execute(_PENDING_STATUS)).one()
+            last_published = await connection.scalar(
+                sa.text("SELECT published_at FROM outbox_relay")
             )
-        ).one()
-        last_published = await connection.scalar(
-            sa.select(OutboxRow.sent_at)
-            .where(OutboxRow.sent_at.is_not(None))
-            .order_by(OutboxRow.seq.desc())
-            .limit(1)
-        )
+        else:
+            # The partial index outbox_unsent (seq WHERE sent_at IS NULL) serves the
+            # backlog, and the primary key, read backwards, the last published row.
+            unsent, oldest = (
+                await connection.execute(
+                    sa.select(sa.func.count(), sa.func.min(OutboxRow.created_at)).where(
+                        OutboxRow.sent_at.is_(None)
+                    )
+                )
+            ).one()
+            last_published = await connection.scalar(
+                sa.select(OutboxRow.sent_at)
+                .where(OutboxRow.sent_at.is_not(None))
+                .order_by(OutboxRow.seq.desc())
+                .limit(1)
+            )
     return OutboxStatus(
         unsent=int(unsent),
         oldest_unsent_at=oldest,
         oldest_unsent_age_seconds=(now - oldest).total_seconds() if oldest else None,
         last_published_at=last_published,
     )
+
+
+_PENDING_STATUS = sa.text(
+    "SELECT count(*), min(o.created_at) FROM outbox_pending AS p JOIN outbox AS o USING (seq)"
+)
 
 
 async def dead_letters(engine: AsyncEngine) -> DeadLetters:

@@ -36,9 +36,12 @@ class PlumbingSchema:
     process started before its database was migrated keeps working."""
 
     trace_columns = False
+    # Revision 0101: the relay finds unsent rows in outbox_pending (add_outbox_pending).
+    pending_table = False
 
     @classmethod
     async def detect(cls, engine: AsyncEngine) -> bool:
+        """Whether the database has every plumbing revision."""
         async with engine.connect() as connection:
             found = await connection.scalar(
                 sa.text(
@@ -48,8 +51,12 @@ class PlumbingSchema:
                     "column_name = 'traceparent'))"
                 )
             )
+            pending = await connection.scalar(
+                sa.text("SELECT to_regclass('outbox_pending') IS NOT NULL")
+            )
         cls.trace_columns = found == 3
-        return cls.trace_columns
+        cls.pending_table = bool(pending) and cls.trace_columns
+        return cls.pending_table
 
 
 # The outbox with the trace context columns, as a lightweight table: the ORM class
@@ -94,6 +101,49 @@ def add_trace_context_columns() -> None:
     alembic_op.execute(
         "CREATE INDEX outbox_dead_letters ON outbox (topic) WHERE event_type = 'dead_letter'"
     )
+
+
+def add_outbox_pending() -> None:
+    """Revision 0101 of every service: the relay finds unsent rows in `outbox_pending`
+    (their seq) and deletes them there once published, where it used to set `sent_at` on
+    the outbox row itself. That update wrote a whole new copy of the row (its payload too)
+    and an entry in each of its indexes, since the partial index of unsent rows names
+    `sent_at`: about half of the outbox's WAL. A trigger queues every row an INSERT adds,
+    whoever writes it. `sent_at` stays on the rows the relay sent before this revision;
+    `outbox_relay` keeps when it last published."""
+    from alembic import op as alembic_op
+
+    alembic_op.execute("CREATE TABLE outbox_pending (seq bigint PRIMARY KEY)")
+    alembic_op.execute(
+        "CREATE TABLE outbox_relay (one boolean PRIMARY KEY DEFAULT true CHECK (one), "
+        "published_at timestamptz)"
+    )
+    alembic_op.execute("INSERT INTO outbox_relay (published_at) SELECT max(sent_at) FROM outbox")
+    alembic_op.execute("INSERT INTO outbox_pending SELECT seq FROM outbox WHERE sent_at IS NULL")
+    alembic_op.execute(
+        """CREATE FUNCTION bo_outbox_pending() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN INSERT INTO outbox_pending (seq) SELECT seq FROM added; RETURN NULL; END $$"""
+    )
+    # Once per statement with the rows it added (ON CONFLICT DO NOTHING: only those).
+    alembic_op.execute(
+        """CREATE TRIGGER outbox_pending AFTER INSERT ON outbox REFERENCING NEW TABLE AS added
+        FOR EACH STATEMENT EXECUTE FUNCTION bo_outbox_pending()"""
+    )
+    alembic_op.execute("DROP INDEX outbox_unsent")
+
+
+def drop_outbox_pending() -> None:
+    from alembic import op as alembic_op
+
+    alembic_op.execute("CREATE INDEX outbox_unsent ON outbox (seq) WHERE sent_at IS NULL")
+    alembic_op.execute(
+        "UPDATE outbox SET sent_at = coalesce((SELECT published_at FROM outbox_relay), now()) "
+        "WHERE sent_at IS NULL AND seq NOT IN (SELECT seq FROM outbox_pending)"
+    )
+    alembic_op.execute("DROP TRIGGER outbox_pending ON outbox")
+    alembic_op.execute("DROP FUNCTION bo_outbox_pending()")
+    alembic_op.execute("DROP TABLE outbox_relay")
+    alembic_op.execute("DROP TABLE outbox_pending")
 
 
 def drop_trace_context_columns() -> None:
@@ -291,21 +341,25 @@ class OutboxRelay:
             )
             if not locked:
                 return 0
+            pending = PlumbingSchema.pending_table
             traced = PlumbingSchema.trace_columns
-            rows = (
-                await connection.execute(
-                    sa.select(
-                        OUTBOX.c.seq,
-                        OUTBOX.c.topic,
-                        OUTBOX.c.key,
-                        OUTBOX.c.payload,
-                        OUTBOX.c.traceparent if traced else sa.null().label("traceparent"),
+            if pending:
+                rows = (await connection.execute(_PENDING_ROWS, {"limit": self._batch_size})).all()
+            else:
+                rows = (
+                    await connection.execute(
+                        sa.select(
+                            OUTBOX.c.seq,
+                            OUTBOX.c.topic,
+                            OUTBOX.c.key,
+                            OUTBOX.c.payload,
+                            OUTBOX.c.traceparent if traced else sa.null().label("traceparent"),
+                        )
+                        .where(OUTBOX.c.sent_at.is_(None))
+                        .order_by(OUTBOX.c.seq)
+                        .limit(self._batch_size)
                     )
-                    .where(OUTBOX.c.sent_at.is_(None))
-                    .order_by(OUTBOX.c.seq)
-                    .limit(self._batch_size)
-                )
-            ).all()
+                ).all()
             if not rows:
                 OUTBOX_PENDING.labels(self._service).set(0)
                 return 0
@@ -318,10 +372,25 @@ class OutboxRelay:
                     )
                 )
             await asyncio.gather(*deliveries)
-            await connection.execute(
-                sa.update(OutboxRow)
-                .where(OutboxRow.seq.in_([row.seq for row in rows]))
-                .values(sent_at=sa.func.now())
-            )
+            if pending:
+                await connection.execute(_SENT, {"seqs": [row.seq for row in rows]})
+            else:
+                await connection.execute(
+                    sa.update(OutboxRow)
+                    .where(OutboxRow.seq.in_([row.seq for row in rows]))
+                    .values(sent_at=sa.func.now())
+                )
         OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
         return len(rows)
+
+
+# Revision 0101 (add_outbox_pending): the unsent rows, oldest first, and what publishing
+# them changes: their seqs leave outbox_pending; the outbox rows are not written again.
+_PENDING_ROWS = sa.text(
+    "SELECT o.seq, o.topic, o.key, o.payload, o.traceparent FROM outbox_pending AS p"
+    " JOIN outbox AS o ON o.seq = p.seq ORDER BY p.seq LIMIT :limit"
+)
+_SENT = sa.text(
+    "WITH sent AS (DELETE FROM outbox_pending WHERE seq = ANY(CAST(:seqs AS bigint[])))"
+    " UPDATE outbox_relay SET published_at = now()"
+)
