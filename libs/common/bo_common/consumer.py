@@ -63,6 +63,8 @@ RawHandler = Callable[[bytes, UnitOfWork], Awaitable[None]]
 # where a Handler would send one each). Its event types keep their Handler: the batch is
 # applied event by event with it when the run fails.
 BatchHandler = Callable[[list[Envelope], UnitOfWork], Awaitable[None]]
+# The same for a run of consecutive raw messages of one topic (their values, in order).
+RawBatchHandler = Callable[[list[bytes], UnitOfWork], Awaitable[None]]
 
 # The Kafka record whose event a handler is applying: for a handler that records where the
 # event came from (the audit log keeps its topic, partition and offset).
@@ -95,6 +97,8 @@ class _Work:
     correlation_id: str | None
     apply: Callable[[UnitOfWork], Awaitable[None]]
     event: Envelope | None = None
+    # A raw message's value (no envelope).
+    raw: bytes | None = None
 
 
 def _is_transient(error: BaseException) -> bool:
@@ -131,6 +135,7 @@ class ConsumeLoop:
         raw_handlers: Mapping[str, RawHandler] | None = None,
         batch_handlers: Mapping[str, BatchHandler] | None = None,
         default_batch_handler: BatchHandler | None = None,
+        raw_batch_handlers: Mapping[str, RawBatchHandler] | None = None,
         stall_timeout_s: float = 60.0,
     ) -> None:
         self._default_handler = default_handler
@@ -141,6 +146,10 @@ class ConsumeLoop:
             raise ValueError("a default batch handler needs a default handler")
         self._batch_handlers = dict(batch_handlers or {})
         self._default_batch_handler = default_batch_handler
+        missing = set(raw_batch_handlers or {}) - set(raw_handlers or {})
+        if missing:
+            raise ValueError(f"a raw batch handler needs a raw handler of its topic: {missing}")
+        self._raw_batch_handlers = dict(raw_batch_handlers or {})
         # topic -> handler of its raw values: these topics' messages are not read as
         # envelopes; their inbox id is raw_message_id(topic, value).
         self._raw_handlers = dict(raw_handlers or {})
@@ -301,6 +310,7 @@ class ConsumeLoop:
                 event_type=record.topic,
                 correlation_id=None,
                 apply=functools.partial(raw_handler, value),
+                raw=value,
             )
         try:
             event = Envelope.from_bytes(value)
@@ -411,11 +421,11 @@ class ConsumeLoop:
         await self._apply_run(run, uow)
         await uow.flush()
 
-    def _batch_handler_of(self, item: _Work) -> BatchHandler | None:
+    def _batch_handler_of(self, item: _Work) -> BatchHandler | RawBatchHandler | None:
         """The batch handler of an event: its type's, or the default's for a type without a
-        handler of its own; None for a raw message."""
+        handler of its own; of a raw message, its topic's."""
         if item.event is None:
-            return None
+            return self._raw_batch_handlers.get(item.record.topic)
         found = self._batch_handlers.get(item.event_type)
         if found is None and item.event_type not in self._handlers:
             return self._default_batch_handler
@@ -431,9 +441,11 @@ class ConsumeLoop:
             with self._context(item, timed=False):
                 pass
         started = time.perf_counter()
-        await cast(BatchHandler, self._batch_handler_of(run[0]))(
-            [cast(Envelope, item.event) for item in run], uow
-        )
+        handler = self._batch_handler_of(run[0])
+        if run[0].event is None:
+            await cast(RawBatchHandler, handler)([cast(bytes, item.raw) for item in run], uow)
+        else:
+            await cast(BatchHandler, handler)([cast(Envelope, item.event) for item in run], uow)
         each = (time.perf_counter() - started) / len(run)
         for item in run:
             EVENTS_APPLIED.labels(self.name, item.event_type, item.record.topic).inc()

@@ -21,7 +21,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bo_common.auth import ACCESS_HANDLERS, ClientLimits, KeyStore, Principal, Role, require_role
-from bo_common.consumer import BatchHandler, ConsumeLoop, Handler, RawHandler
+from bo_common.consumer import (
+    BatchHandler,
+    ConsumeLoop,
+    Handler,
+    RawBatchHandler,
+    RawHandler,
+)
 from bo_common.db import make_engine, make_sessionmaker, open_pool
 from bo_common.edge import EdgeMiddleware, RateLimited, RateLimiter
 from bo_common.http_tracing import TraceContextMiddleware
@@ -69,6 +75,8 @@ class Subscription:
     batch_handlers: Mapping[str, BatchHandler] = field(default_factory=dict)
     # The default handler's, for runs of the event types it applies.
     default_batch_handler: BatchHandler | None = None
+    # For runs of raw messages of a topic (each topic keeps its entry in `raw_handlers`).
+    raw_batch_handlers: Mapping[str, RawBatchHandler] = field(default_factory=dict)
 
 
 class ServiceRuntime:
@@ -156,6 +164,7 @@ class ServiceRuntime:
             handler_attempts=s.handler_attempts,
             default_handler=self.subscription.default_handler,
             default_batch_handler=self.subscription.default_batch_handler,
+            raw_batch_handlers=self.subscription.raw_batch_handlers,
             raw_handlers=self.subscription.raw_handlers,
             batch_handlers=self.subscription.batch_handlers,
             on_commit=self.relay.wake,

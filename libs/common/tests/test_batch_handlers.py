@@ -199,3 +199,82 @@ def test_a_default_batch_handler_needs_a_default_handler() -> None:
             kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
             group_id="test",
         )
+
+
+def _raw(value: bytes, offset: int) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        topic="csd.status",
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=None,
+        value=value,
+        checksum=None,
+        serialized_key_size=0,
+        serialized_value_size=len(value),
+        headers=[],
+    )
+
+
+async def test_runs_of_raw_messages_go_to_their_topics_batch_handler_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(PlumbingSchema, "trace_columns", False)
+    calls: list[tuple[str, list[Any]]] = []
+
+    async def raw_one(value: bytes, uow: UnitOfWork) -> None:
+        calls.append(("raw", [value]))
+
+    async def raw_run(values: list[bytes], uow: UnitOfWork) -> None:
+        calls.append(("raw run", list(values)))
+
+    async def one(event: Envelope, uow: UnitOfWork) -> None:
+        calls.append(("event", [event.data["n"]]))
+
+    loop = ConsumeLoop(
+        name="test",
+        topics=["trade.events", "csd.status"],
+        handlers={"t.a": one},
+        raw_handlers={"csd.status": raw_one},
+        raw_batch_handlers={"csd.status": raw_run},
+        sessions=cast(Any, None),
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        group_id="test",
+    )
+    records = [
+        _raw(b"<1/>", 0),
+        _raw(b"<2/>", 1),
+        _record(_event("t.a", 3), 2),
+        _raw(b"<4/>", 3),
+        _raw(b"<5/>", 4),
+        _raw(b"<6/>", 5),
+    ]
+    uow = _Uow(seen=set())
+    work = [
+        item
+        for record in records
+        if (item := await loop._work_of(record, cast(Any, uow))) is not None
+    ]
+    await loop._apply_all(work, cast(Any, uow))
+    assert calls == [
+        ("raw run", [b"<1/>", b"<2/>"]),
+        ("event", [3]),
+        ("raw run", [b"<4/>", b"<5/>", b"<6/>"]),
+    ]
+
+
+def test_a_raw_batch_handler_needs_a_raw_handler_of_its_topic() -> None:
+    async def together(values: list[bytes], uow: UnitOfWork) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="needs a raw handler"):
+        ConsumeLoop(
+            name="test",
+            topics=["csd.status"],
+            handlers={},
+            raw_batch_handlers={"csd.status": together},
+            sessions=cast(Any, None),
+            kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+            group_id="test",
+        )

@@ -20,6 +20,7 @@ subscription = Subscription(
     # The depository's ISO 20022 answers (sese.024 status advice, sese.025 confirmations):
     # XML, not envelopes; a message that fails the schema is dead-lettered with the error.
     raw_handlers={CSD_STATUS: handlers.apply_csd_status},
+    raw_batch_handlers={CSD_STATUS: handlers.apply_csd_statuses},
     # A run of captures, or of decisions, is applied together: a few statements for the
     # run, where one at a time sends them for every trade.
     batch_handlers={

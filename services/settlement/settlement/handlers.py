@@ -734,16 +734,53 @@ def csd_status_of(value: bytes) -> CsdStatus:
 
 async def apply_csd_status(value: bytes, uow: UnitOfWork) -> None:
     """A raw csd.status message (ISO 20022 XML): move the instruction and its trades."""
-    status = csd_status_of(value)
-    instruction = (
-        await uow.session.execute(
-            sa.select(InstructionRow)
-            .where(InstructionRow.instruction_id == status.instruction_id)
-            .with_for_update()
+    await apply_csd_statuses([value], uow)
+
+
+async def apply_csd_statuses(values: list[bytes], uow: UnitOfWork) -> None:
+    """csd.status, a run of messages at a time (the consume loop's raw batch handler): the
+    instructions and their obligations read in two statements, then each status applied in
+    order, as apply_csd_status does one by one. A message that fails (not a status, an
+    unknown instruction) fails the run, which is then applied message by message."""
+    statuses = [csd_status_of(value) for value in values]
+    instructions = {
+        row.instruction_id: row
+        for row in await uow.session.scalars(
+            _LOCK_INSTRUCTIONS,
+            {"instruction_ids": sorted({status.instruction_id for status in statuses})},
         )
-    ).scalar_one_or_none()
-    if instruction is None:
-        raise domain.SettlementError(f"status for unknown instruction {status.instruction_id}")
+    }
+    trade_ids = sorted({t for row in instructions.values() for t in row.trade_ids})
+    obligations = {
+        row.trade_id: row
+        for row in await uow.session.scalars(_OBLIGATIONS_OF, {"trade_ids": trade_ids})
+    }
+    for status in statuses:
+        instruction = instructions.get(status.instruction_id)
+        if instruction is None:
+            raise domain.SettlementError(f"status for unknown instruction {status.instruction_id}")
+        await _apply_status(uow, status, instruction, obligations)
+
+
+_LOCK_INSTRUCTIONS = (
+    sa.select(InstructionRow)
+    .where(
+        InstructionRow.instruction_id
+        == sa.any_(sa.bindparam("instruction_ids", type_=ARRAY(sa.Text)))
+    )
+    .order_by(InstructionRow.instruction_id)
+    .with_for_update()
+)
+_OBLIGATIONS_OF = sa.select(ObligationRow).where(ObligationRow.trade_id == sa.any_(_TRADE_IDS))
+
+
+async def _apply_status(
+    uow: UnitOfWork,
+    status: CsdStatus,
+    instruction: InstructionRow,
+    obligations: dict[str, ObligationRow],
+) -> None:
+    """One status: the instruction (locked) and its trades' obligations (read) are given."""
     log.info("csd_status", instruction_id=status.instruction_id, status=status.status)
     if instruction.state in ("settled", "cancelled"):
         return  # final: a late or repeated status changes nothing
@@ -773,12 +810,10 @@ async def apply_csd_status(value: bytes, uow: UnitOfWork) -> None:
     instruction.state = new_state
     instruction.status_reason = status.reason
     instruction.updated_at = now
-    obligations = (
-        await uow.session.execute(
-            sa.select(ObligationRow).where(ObligationRow.trade_id.in_(instruction.trade_ids))
-        )
-    ).scalars()
-    rows = sorted(obligations, key=lambda r: r.trade_id)
+    rows = sorted(
+        (obligations[t] for t in instruction.trade_ids if t in obligations),
+        key=lambda r: r.trade_id,
+    )
     shares = (
         covered_shares(instruction, rows, status)
         if len(instruction.trade_ids) > 1 and new_state in ("settled", "partially_settled")

@@ -21,12 +21,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+import bo_iso20022
 from bo_common.contracts import compliance as compliance_contract
 from bo_common.contracts import gateway as gateway_contract
 from bo_common.db import make_engine, make_sessionmaker, run_migrations
 from bo_common.envelope import Envelope, new_event
 from bo_common.unit_of_work import UnitOfWork
 from bo_tools.stack import BY_NAME, Stack, isolated_config
+from csd_simulator.domain import Rule, answer
 from settlement import handlers
 from settlement.consumers import subscription
 
@@ -236,7 +238,8 @@ STATE = {
     "ORDER BY refusal_id",
     "instructions": "SELECT instruction_id, trade_ids, account, direction, payment, isin, "
     "quantity, amount, currency, settlement_date, depository, counterparty_lei, state, "
-    "credit_debit, ssi_id FROM instructions ORDER BY instruction_id",
+    "credit_debit, ssi_id, settled_quantity, settled_amount, status_reason FROM instructions "
+    "ORDER BY instruction_id",
 }
 
 
@@ -294,5 +297,80 @@ async def test_runs_apply_as_one_at_a_time(
     assert states & {"instructed", "ready"}
     assert expected["refused"] or not gross
     assert any(row[18] for row in expected["obligations"])  # trades cancelled
+    for name in expected:
+        assert got[name] == expected[name], name
+
+
+def _rendered(answer: bo_iso20022.StatusAdvice | bo_iso20022.SettlementConfirmation) -> bytes:
+    if isinstance(answer, bo_iso20022.StatusAdvice):
+        return bo_iso20022.render_sese024(answer)
+    return bo_iso20022.render_sese025(answer)
+
+
+async def test_runs_of_depository_statuses_apply_as_one_at_a_time(
+    engines: tuple[AsyncEngine, AsyncEngine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The depository's answers to the instructions (matched, pending, failed, settled in
+    full or in parts, and repeats), each instruction's in order but interleaved with the
+    others', applied one at a time and in runs (apply_csd_statuses)."""
+    monkeypatch.setattr(handlers, "GROSS_WHEN_READY", True)
+    one, runs = engines
+    async with one.connect() as connection:
+        before = await connection.scalar(sa.text("SELECT coalesce(max(seq), 0) FROM outbox"))
+    chunks = [events(11, 1000, datetime(2026, 12, 2, 17, tzinfo=UTC))]
+    await apply(make_sessionmaker(one), chunks, in_runs=False)
+    await apply(make_sessionmaker(runs), chunks, in_runs=True)
+    async with one.connect() as connection:
+        sent = (
+            await connection.execute(
+                sa.text("SELECT payload FROM outbox WHERE seq > :s AND event_type = 'sese.023'"),
+                {"s": before},
+            )
+        ).scalars()
+        instructions = [bo_iso20022.parse(payload) for payload in sent]
+    assert len(instructions) > 20
+    rng = random.Random(11)
+    outcomes = [
+        Rule(outcome="settle"),
+        Rule(outcome="fail", reason="MONY"),
+        Rule(outcome="partial", settled_fraction=Decimal("0.3")),
+        Rule(outcome="pending"),
+        Rule(outcome="match_only"),
+    ]
+    queues = []
+    for instruction in instructions:
+        assert isinstance(instruction, bo_iso20022.SettlementInstruction)
+        answers = [_rendered(a) for a in answer(instruction, [rng.choice(outcomes)])]
+        if rng.random() < 0.3:
+            answers.append(answers[-1])  # a repeat
+        if rng.random() < 0.3:  # the rest after a partial settlement, or settled after all
+            answers.extend(_rendered(a) for a in answer(instruction, [outcomes[0]])[1:])
+        queues.append(answers)
+    statuses: list[bytes] = []
+    while any(queues):
+        queue = rng.choice([q for q in queues if q])
+        statuses.append(queue.pop(0))
+    sizes = [1, 3, 8, 40]
+    status_chunks = []
+    while statuses:
+        size = rng.choice(sizes)
+        status_chunks.append(statuses[:size])
+        statuses = statuses[size:]
+    runs_of_many = 0
+    for engine, in_runs in ((one, False), (runs, True)):
+        for chunk in status_chunks:
+            async with make_sessionmaker(engine)() as session, session.begin():
+                uow = UnitOfWork.bound(session)
+                if in_runs:
+                    await handlers.apply_csd_statuses(chunk, uow)
+                    runs_of_many += len(chunk) > 1
+                else:
+                    for value in chunk:
+                        await handlers.apply_csd_status(value, uow)
+                await uow.flush()
+    assert runs_of_many > 5
+    expected, got = await state(one), await state(runs)
+    states = {row[12] for row in expected["instructions"]}
+    assert {"settled", "partially_settled", "failed", "matched"} <= states
     for name in expected:
         assert got[name] == expected[name], name
