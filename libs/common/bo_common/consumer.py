@@ -50,7 +50,7 @@ from bo_common.metrics import (
 from bo_common.outbox import INBOX, PlumbingSchema
 from bo_common.settings import KafkaSettings
 from bo_common.topics import dead_letter_topic
-from bo_common.tracing import TRACEPARENT, cause_traces, current_traceparent, span_from_headers
+from bo_common.tracing import TRACEPARENT, cause_traces, span_from_headers, traceparent_of
 from bo_common.unit_of_work import UnitOfWork
 
 log = get_logger(__name__)
@@ -170,6 +170,16 @@ class ConsumeLoop:
         # ...or applied one event (a large batch on a busy machine is slow, not stuck).
         self._progress_at = self._healthy_at
         self._failing = False
+        # Metric children by label values: labels() per event cost more than the update.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _metric(self, metric: Any, *labels: str) -> Any:
+        """The child of `metric` for this consumer and `labels`, looked up once."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(self.name, *labels)
+        return child
 
     def stalled_for(self) -> float | None:
         """Seconds without progress, once over the bound; None while the loop keeps up.
@@ -280,7 +290,7 @@ class ConsumeLoop:
             work: list[_Work] = []
             for records in batches.values():
                 for record in records:
-                    MESSAGES_CONSUMED.labels(self.name, record.topic).inc()
+                    self._metric(MESSAGES_CONSUMED, record.topic).inc()
                     item = await self._work_of(record, uow)
                     if item is not None:
                         work.append(item)
@@ -334,10 +344,11 @@ class ConsumeLoop:
         """While an event is applied: its record, its ids in every log line, and a span
         continuing the trace its record's `traceparent` header carries."""
         token = current_record.set(item.record)
+        event_id = str(item.event_id)
         try:
             with (
                 bound_contextvars(
-                    event_id=str(item.event_id),
+                    event_id=event_id,
                     correlation_id=item.correlation_id,
                     event_type=item.event_type,
                 ),
@@ -352,24 +363,24 @@ class ConsumeLoop:
                         "messaging.system": "kafka",
                         "messaging.destination.name": item.record.topic,
                         "messaging.consumer.group.name": self._group_id,
-                        "messaging.message.id": str(item.event_id),
+                        "messaging.message.id": event_id,
                         "bo.event_type": item.event_type,
                     },
-                ),
+                ) as span,
             ):
                 traces = cause_traces.get()
-                traceparent = current_traceparent()
+                traceparent = traceparent_of(span)
                 if traces is not None and traceparent is not None:
                     traces[item.event_id] = traceparent
                 started = time.perf_counter()
                 yield
                 self._progress_at = time.monotonic()
                 if timed:
-                    EVENT_SECONDS.labels(self.name, item.record.topic).observe(
+                    self._metric(EVENT_SECONDS, item.record.topic).observe(
                         time.perf_counter() - started
                     )
                 if item.record.timestamp and item.record.timestamp > 0:
-                    EVENT_DELIVERY_SECONDS.labels(self.name, item.record.topic).observe(
+                    self._metric(EVENT_DELIVERY_SECONDS, item.record.topic).observe(
                         max(time.time() - item.record.timestamp / 1000, 0.0)
                     )
         finally:
@@ -405,7 +416,7 @@ class ConsumeLoop:
         run: list[_Work] = []  # consecutive events of one batch handler, applied together
         for item in work:
             if item.event_id not in fresh:
-                EVENTS_DUPLICATE.labels(self.name).inc()
+                self._metric(EVENTS_DUPLICATE).inc()
                 continue
             fresh.discard(item.event_id)  # the same event twice in one batch is applied once
             batch_handler = self._batch_handler_of(item)
@@ -417,7 +428,7 @@ class ConsumeLoop:
             await self._apply_run(run, uow)
             with self._context(item):
                 await item.apply(uow)
-            EVENTS_APPLIED.labels(self.name, item.event_type, item.record.topic).inc()
+            self._metric(EVENTS_APPLIED, item.event_type, item.record.topic).inc()
         await self._apply_run(run, uow)
         await uow.flush()
 
@@ -448,8 +459,8 @@ class ConsumeLoop:
             await cast(BatchHandler, handler)([cast(Envelope, item.event) for item in run], uow)
         each = (time.perf_counter() - started) / len(run)
         for item in run:
-            EVENTS_APPLIED.labels(self.name, item.event_type, item.record.topic).inc()
-            EVENT_SECONDS.labels(self.name, item.record.topic).observe(each)
+            self._metric(EVENTS_APPLIED, item.event_type, item.record.topic).inc()
+            self._metric(EVENT_SECONDS, item.record.topic).observe(each)
         self._progress_at = time.monotonic()
         run.clear()
 

@@ -82,6 +82,15 @@ def current_traceparent() -> str | None:
     return carrier.get(TRACEPARENT)
 
 
+def traceparent_of(span: trace.Span) -> str | None:
+    """The `traceparent` of a span: what current_traceparent() gives while it is current,
+    without the propagator's round trip through a carrier (once per consumed event)."""
+    context = span.get_span_context()
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
 def trace_id_of(traceparent: str | None) -> str | None:
     """The 32 hex digits of a valid `traceparent`'s trace id."""
     if not traceparent:

@@ -27,6 +27,7 @@ from bo_common.tracing import (
     span_from_headers,
     trace_id_of,
     trace_owner,
+    traceparent_of,
 )
 
 configure_tracing("tests")
@@ -71,10 +72,12 @@ def test_a_span_continues_the_trace_of_its_kafka_headers() -> None:
     trace_id = secrets.token_hex(16)
     headers = kafka_headers(f"00-{trace_id}-{'3' * 16}-01")
     assert headers is not None
-    with span_from_headers("consume", headers, kind=SpanKind.CONSUMER, owner="T-1"):
+    with span_from_headers("consume", headers, kind=SpanKind.CONSUMER, owner="T-1") as span:
         assert current_trace_id() == trace_id
         assert trace_owner.get() == "T-1"
         inner = current_traceparent()
+        # What the consume loop records per event, without the propagator.
+        assert traceparent_of(span) == inner
     assert trace_owner.get() is None
     assert trace_id_of(inner) == trace_id
     # The span is a new one in that trace, not the caller's.
@@ -82,8 +85,9 @@ def test_a_span_continues_the_trace_of_its_kafka_headers() -> None:
 
 
 def test_without_headers_a_new_trace_starts() -> None:
-    with span_from_headers("request", {}, kind=SpanKind.SERVER, owner=ANY_TRADE):
+    with span_from_headers("request", {}, kind=SpanKind.SERVER, owner=ANY_TRADE) as span:
         first = current_trace_id()
+        assert traceparent_of(span) == current_traceparent()
     with span_from_headers("request", {}, kind=SpanKind.SERVER, owner=ANY_TRADE):
         second = current_trace_id()
     assert first and second and first != second
