@@ -40,18 +40,34 @@ def record_document(
     partition: int | None,
     offset: int | None,
     received_at: datetime,
-    event: Mapping[str, Any],
+    event: Mapping[str, Any] | None = None,
+    event_json: bytes | None = None,
 ) -> bytes:
-    """The leaf data of a record: the event verbatim with where and when it was received."""
-    return canonical_json(
-        {
-            "seq": seq,
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "received_at": received_at.isoformat(),
-            "event": event,
-        }
+    """The leaf data of a record: the event verbatim with where and when it was received.
+
+    The event as a value, or already as its canonical JSON (`event_json`, which the record's
+    payload hash covers too): spliced in as the first member ("event" sorts first), the same
+    bytes as the canonical JSON of the whole document, without encoding the event twice."""
+    if event_json is None:
+        if event is None:
+            raise ValueError("a record document needs its event")
+        event_json = canonical_json(event)
+    return b"".join(
+        (
+            b'{"event":',
+            event_json,
+            b',"offset":',
+            canonical_json(offset),
+            b',"partition":',
+            canonical_json(partition),
+            b',"received_at":',
+            canonical_json(received_at.isoformat()),
+            b',"seq":',
+            canonical_json(seq),
+            b',"topic":',
+            canonical_json(topic),
+            b"}",
+        )
     )
 
 

@@ -10,6 +10,7 @@ import json
 import zipfile
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -269,3 +270,37 @@ def test_a_proof_document_verifies_and_a_changed_leaf_does_not() -> None:
     changed = {**document, "leaf": document["leaf"].replace("ACC-001", "ACC-009")}
     assert domain_bundle.check_proof(changed, KEY.public_key()).first_invalid_seq == 4
     assert not domain_bundle.check_proof({"seq": 4}, KEY.public_key()).valid
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(
+    event=st.dictionaries(st.text(), json_values, max_size=6),
+    seq=st.integers(1, 2**62),
+    topic=st.none() | st.text(),
+    partition=st.none() | st.integers(0, 2**31),
+    offset=st.none() | st.integers(0, 2**62),
+    received_at=st.datetimes(timezones=st.just(UTC)),
+)
+def test_a_record_document_spliced_from_its_events_json_is_the_canonical_document(
+    event: dict[str, Any],
+    seq: int,
+    topic: str | None,
+    partition: int | None,
+    offset: int | None,
+    received_at: datetime,
+) -> None:
+    """The leaf bytes every proof depends on: the spliced document is byte for byte the
+    canonical JSON of the whole document."""
+    where = {"seq": seq, "topic": topic, "partition": partition, "offset": offset}
+    whole = domain.canonical_json({**where, "received_at": received_at.isoformat(), "event": event})
+    spliced = domain.record_document(
+        **where, received_at=received_at, event_json=domain.canonical_json(event)
+    )
+    assert spliced == whole
+    assert domain.record_document(**where, received_at=received_at, event=event) == whole
