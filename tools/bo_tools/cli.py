@@ -144,11 +144,11 @@ def _topics_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(_: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> int:
     from bo_tools.demo import set_up_demo
-    from bo_tools.stack import SERVICES, Stack, StackConfig, log
+    from bo_tools.stack import SERVICES, Stack, StackConfig, isolated_config, log
 
-    config = StackConfig()
+    config = isolated_config(args.isolated) if args.isolated else StackConfig()
     stack = Stack(config)
     stopping = False
 
@@ -181,10 +181,20 @@ def _run(_: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        log("stopping...")
+        # The stop is bounded (each process gets SIGTERM, then SIGKILL after its timeout):
+        # a second Ctrl-C (or the INT a terminal or `timeout` sends the whole group) must
+        # not break it off halfway and leave the services and the broker running.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log("stopping (a second Ctrl-C changes nothing: every process is stopped)...")
         if reconciler is not None:
             reconciler.terminate()
         stack.stop_all()
+        if reconciler is not None:
+            try:
+                reconciler.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                reconciler.kill()
         log("stopped")
     return 0
 
@@ -256,7 +266,14 @@ def main(argv: list[str] | None = None) -> int:
     topics_create = topics.add_parser("create", help="create every topic and dead-letter topic")
     topics_create.add_argument("--partitions", type=int, default=6)
     topics_create.set_defaults(func=_topics_create)
-    commands.add_parser("run", help="run everything locally (make run)").set_defaults(func=_run)
+    run = commands.add_parser("run", help="run everything locally (make run)")
+    run.add_argument(
+        "--isolated",
+        metavar="NAME",
+        help="a stack of its own beside another: databases bo_NAME_*, free ports, its own "
+        "broker, files under var/NAME (its databases are reset at start)",
+    )
+    run.set_defaults(func=_run)
     bench = commands.add_parser("bench", help="measure intake and end-to-end (make bench)")
     bench.add_argument(
         "--trades", type=int, default=2000, help="single trades, sent at --rate (open loop)"
