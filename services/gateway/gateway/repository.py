@@ -271,14 +271,21 @@ async def raise_states(session: AsyncSession, changes: list[StateChange]) -> Non
         )
 
 
+# The change chosen for each trade is the highest-ranked one that applies to the trade as
+# the statement first reads it; the outer WHERE checks it again against the row it updates.
+# A row another transaction changed meanwhile (a cancellation or an amendment through the
+# API) is re-read when its lock is granted, and only the outer WHERE is evaluated again, so
+# the rank and version conditions must be there: a state never moves back, nor to an older
+# version's.
 _RAISE_STATES = sa.text(
     "UPDATE trades SET state = c.state, state_rank = c.rank, state_changed_at = c.at"
-    " FROM (SELECT DISTINCT ON (c.trade_id) c.trade_id, c.state, c.rank, c.at"
+    " FROM (SELECT DISTINCT ON (c.trade_id) c.trade_id, c.state, c.rank, c.at, c.version"
     "  FROM unnest(CAST(:trade_ids AS text[]), CAST(:states AS text[]),"
     "   CAST(:ranks AS integer[]), CAST(:ats AS timestamptz[]), CAST(:versions AS integer[]))"
     "   WITH ORDINALITY AS c(trade_id, state, rank, at, version, n)"
     "  JOIN trades AS t ON t.trade_id = c.trade_id"
     "  WHERE t.state_rank < c.rank AND (c.version IS NULL OR t.version <= c.version)"
     "  ORDER BY c.trade_id, c.rank DESC, c.n) AS c"
-    " WHERE trades.trade_id = c.trade_id"
+    " WHERE trades.trade_id = c.trade_id AND trades.state_rank < c.rank"
+    " AND (c.version IS NULL OR trades.version <= c.version)"
 )

@@ -114,3 +114,35 @@ async def test_a_run_of_changes_moves_each_trade_as_one_at_a_time(
     for change in changes:
         highest[change.trade_id] = max(highest.get(change.trade_id, 10), change.rank)
     assert any(rank < highest[trade_id] for trade_id, _, rank, _ in expected)
+
+
+async def test_a_change_never_moves_back_a_trade_changed_meanwhile(engine: AsyncEngine) -> None:
+    """The run's update waits for a trade another transaction holds (a cancellation through
+    the API, an amendment) and then applies only if its change still outranks the trade's
+    state and is about its current version."""
+    await reset(engine, {"T-0": 1, "T-1": 1})
+    released, decided_v1 = (
+        repository.StateChange("T-0", "released", 30, T0, None),
+        repository.StateChange("T-1", "released", 30, T0, 1),
+    )
+    async with engine.connect() as api:
+        transaction = await api.begin()
+        # The API cancels T-0 and amends T-1 to version 2 (back to captured), not committed.
+        await api.execute(
+            sa.text("UPDATE trades SET state = 'cancelled', state_rank = 95 WHERE trade_id = 'T-0'")
+        )
+        await api.execute(
+            sa.text(
+                "UPDATE trades SET version = 2, state = 'captured', state_rank = 10 "
+                "WHERE trade_id = 'T-1'"
+            )
+        )
+        run = asyncio.create_task(apply(engine, [[released, decided_v1]]))
+        await asyncio.sleep(0.5)
+        assert not run.done()  # waiting for the rows
+        await transaction.commit()
+        await asyncio.wait_for(run, timeout=10)
+    assert [row[:3] for row in await states(engine)] == [
+        ("T-0", "cancelled", 95),
+        ("T-1", "captured", 10),
+    ]
