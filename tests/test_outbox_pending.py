@@ -43,9 +43,11 @@ class Producer:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes]] = []
+        self.got = asyncio.Event()
 
     async def send(self, topic: str, value: bytes, **_: Any) -> asyncio.Future[None]:
         self.sent.append((topic, value))
+        self.got.set()
         acknowledged: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         acknowledged.set_result(None)
         return acknowledged
@@ -100,14 +102,21 @@ async def test_the_upgrade_queues_the_unsent_rows_and_the_downgrade_gives_sent_a
     assert await _rows(engine, "SELECT published_at FROM outbox_relay") == [
         (sent_at + timedelta(seconds=5),)
     ]
-    # One of the unsent rows is published under the queue, then the schema goes back.
+    # One of the unsent rows is published under the queue, one sent before is queued again
+    # (bo outbox republish), then the schema goes back.
     await engine.dispose()
     assert await PlumbingSchema.detect(engine)
     producer = Producer()
     relay = OutboxRelay(service="ledger", engine=engine, producer=cast(Any, producer), batch_size=1)
     assert await relay.publish_once() == 1
+    async with engine.begin() as connection:
+        await connection.execute(
+            sa.text(
+                "INSERT INTO outbox_pending SELECT min(seq) FROM outbox WHERE sent_at IS NOT NULL"
+            )
+        )
     await asyncio.to_thread(command.downgrade, config, "0100")
-    assert await _rows(engine, "SELECT count(*) FROM outbox WHERE sent_at IS NULL") == [(2,)]
+    assert await _rows(engine, "SELECT count(*) FROM outbox WHERE sent_at IS NULL") == [(3,)]
     assert await _rows(
         engine, "SELECT to_regclass('outbox_pending'), to_regclass('outbox_unsent') IS NOT NULL"
     ) == [(None, True)]
@@ -164,3 +173,66 @@ async def test_every_row_added_is_queued_and_published_once_in_order_without_rew
     assert await relay.drain() == 5
     assert [value for _, value in producer.sent[5:]] == [event.to_bytes() for event in events]
     assert await republish.unsent(url) == 0
+
+
+async def test_a_row_added_while_the_upgrade_runs_is_queued(
+    database: tuple[str, AsyncEngine],
+) -> None:
+    """A transaction that has added a row but not committed when the upgrade starts: the
+    upgrade waits for it, and the row is queued (neither the backfill's snapshot nor the
+    trigger would have seen it otherwise)."""
+    url, engine = database
+    async with engine.connect() as writer:
+        transaction = await writer.begin()
+        await writer.execute(
+            sa.text(
+                "INSERT INTO outbox (event_id, event_type, topic, key, payload) "
+                "VALUES (:id, 't', 'ledger.events', 'k', 'late')"
+            ),
+            {"id": uuid.uuid4()},
+        )
+        upgrade = asyncio.create_task(
+            asyncio.to_thread(
+                command.upgrade, alembic_config(SERVICE.migrations.parent, url), "heads"
+            )
+        )
+        await asyncio.sleep(1.0)
+        assert not upgrade.done()  # waiting for the writer
+        await transaction.commit()
+        await asyncio.wait_for(upgrade, timeout=60)
+    await engine.dispose()
+    assert await _rows(engine, "SELECT seq FROM outbox_pending") == await _rows(
+        engine, "SELECT seq FROM outbox"
+    )
+
+
+async def test_a_relay_started_before_the_upgrade_sends_from_the_queue_after_it(
+    database: tuple[str, AsyncEngine],
+) -> None:
+    """The relay of a process that found the database without the queue looks again, and
+    once the upgrade has run sends from the queue, not by sent_at (which would send again
+    every row the other relays have sent)."""
+    url, engine = database
+    assert not await PlumbingSchema.detect(engine)
+    producer = Producer()
+    relay = OutboxRelay(
+        service="ledger",
+        engine=engine,
+        producer=cast(Any, producer),
+        poll_interval_ms=20,
+    )
+    running = asyncio.create_task(relay.run())
+    try:
+        await asyncio.to_thread(
+            command.upgrade, alembic_config(SERVICE.migrations.parent, url), "heads"
+        )
+        await engine.dispose()
+        await _insert(engine, 1)
+        await asyncio.wait_for(producer.got.wait(), timeout=10)
+    finally:
+        await relay.stop()
+        await asyncio.wait_for(running, timeout=10)
+    assert [value for _, value in producer.sent] == [b"event 1"]
+    assert PlumbingSchema.pending_table
+    assert await _rows(engine, "SELECT count(*) FROM outbox_pending") == [(0,)]
+    assert await _rows(engine, "SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL") == [(0,)]

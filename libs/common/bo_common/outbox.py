@@ -113,6 +113,10 @@ def add_outbox_pending() -> None:
     `outbox_relay` keeps when it last published."""
     from alembic import op as alembic_op
 
+    # No row may be added between the backfill and the trigger: a transaction that inserted
+    # rows before the backfill's snapshot and committed after it would be in neither. The
+    # lock waits for such transactions and holds new inserts until this revision commits.
+    alembic_op.execute("LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE")
     alembic_op.execute("CREATE TABLE outbox_pending (seq bigint PRIMARY KEY)")
     alembic_op.execute(
         "CREATE TABLE outbox_relay (one boolean PRIMARY KEY DEFAULT true CHECK (one), "
@@ -135,7 +139,13 @@ def add_outbox_pending() -> None:
 def drop_outbox_pending() -> None:
     from alembic import op as alembic_op
 
+    alembic_op.execute("LOCK TABLE outbox, outbox_pending, outbox_relay IN EXCLUSIVE MODE")
     alembic_op.execute("CREATE INDEX outbox_unsent ON outbox (seq) WHERE sent_at IS NULL")
+    # Queued is unsent, also a row sent before 0101 and queued again (bo outbox republish).
+    alembic_op.execute(
+        "UPDATE outbox SET sent_at = NULL WHERE sent_at IS NOT NULL "
+        "AND seq IN (SELECT seq FROM outbox_pending)"
+    )
     alembic_op.execute(
         "UPDATE outbox SET sent_at = coalesce((SELECT published_at FROM outbox_relay), now()) "
         "WHERE sent_at IS NULL AND seq NOT IN (SELECT seq FROM outbox_pending)"
@@ -342,6 +352,12 @@ class OutboxRelay:
             if not locked:
                 return 0
             pending = PlumbingSchema.pending_table
+            if not pending and await connection.scalar(_QUEUE_EXISTS):
+                # Started before `bo migrate` added the queue (revision 0101): from now on
+                # the queue, where the old way would send again every row the queue's
+                # relays have sent.
+                pending = await PlumbingSchema.detect(self._engine)
+                log.info("outbox_relay_uses_the_queue", service=self._service)
             traced = PlumbingSchema.trace_columns
             if pending:
                 rows = (await connection.execute(_PENDING_ROWS, {"limit": self._batch_size})).all()
@@ -384,6 +400,7 @@ class OutboxRelay:
         return len(rows)
 
 
+_QUEUE_EXISTS = sa.text("SELECT to_regclass('outbox_pending') IS NOT NULL")
 # Revision 0101 (add_outbox_pending): the unsent rows, oldest first, and what publishing
 # them changes: their seqs leave outbox_pending; the outbox rows are not written again.
 _PENDING_ROWS = sa.text(
