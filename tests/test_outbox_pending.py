@@ -31,7 +31,7 @@ from bo_common.ops import outbox_status
 from bo_common.outbox import OutboxRelay, PlumbingSchema
 from bo_common.unit_of_work import UnitOfWork
 from bo_tools.ops import outbox as republish
-from bo_tools.stack import BY_NAME, Stack, isolated_config
+from bo_tools.stack import BY_NAME, migrated_database
 
 pytestmark = pytest.mark.slow
 
@@ -58,14 +58,11 @@ async def database(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[str, 
     # What PlumbingSchema.detect finds here is this test's alone.
     monkeypatch.setattr(PlumbingSchema, "trace_columns", PlumbingSchema.trace_columns)
     monkeypatch.setattr(PlumbingSchema, "pending_table", PlumbingSchema.pending_table)
-    stack = Stack(isolated_config("outbox_pending"))
-    await asyncio.to_thread(stack.ensure_postgres)
-    await asyncio.to_thread(stack.create_databases)
-    url = stack.database_url(SERVICE)
-    config = alembic_config(SERVICE.migrations.parent, url)
+    url = await asyncio.to_thread(migrated_database, "outbox_pending", SERVICE.name)
     # Every revision of the service but the queue: as a database before this revision.
-    await asyncio.to_thread(command.upgrade, config, "heads")
-    await asyncio.to_thread(command.downgrade, config, "0100")
+    await asyncio.to_thread(
+        command.downgrade, alembic_config(SERVICE.migrations.parent, url), "0100"
+    )
     engine = make_engine(url, pool_size=2)
     yield url, engine
     await engine.dispose()

@@ -38,7 +38,7 @@ from bo_common.db import asyncpg_dsn
 from bo_common.envelope import Envelope, new_event
 from bo_tools.bench import batch_intake, demo_stack, percentile, single_trades_at_rate
 from bo_tools.demo import sample_trade
-from bo_tools.stack import BY_NAME, ROOT, Stack, isolated_config, log, write_json
+from bo_tools.stack import BY_NAME, ROOT, Stack, log, migrated_database, write_json
 
 # Counterparties with SSIs in the US (so trades go on through settlement, as in `make
 # bench`), and now and then the demo's name-matched one, which the watch list holds.
@@ -203,16 +203,14 @@ async def handler_benchmark(trades: int = 2000, batch: int = 100) -> dict[str, f
     `batch` to a transaction as the consume loop does (no broker, no other service). Wall
     and CPU time per trade: what a replica of the monitor can sustain."""
     from bo_common.auth import Principal, Role
-    from bo_common.db import make_engine, make_sessionmaker, run_migrations
+    from bo_common.db import make_engine, make_sessionmaker
     from bo_common.unit_of_work import UnitOfWork
     from compliance_monitor import casework, handlers
 
-    stack = Stack(isolated_config("bench_compliance_handler"))
-    await asyncio.to_thread(stack.ensure_postgres)
-    await asyncio.to_thread(stack.create_databases)  # it runs its own event loop
-    service = BY_NAME["compliance_monitor"]
-    url = stack.database_url(service)
-    await asyncio.to_thread(run_migrations, service.migrations.parent, url)
+    # In a thread: creating the databases runs an event loop of its own.
+    url = await asyncio.to_thread(
+        migrated_database, "bench_compliance_handler", "compliance_monitor"
+    )
     engine = make_engine(url, pool_size=2)
     sessions = make_sessionmaker(engine)
     officer = Principal(uuid.uuid4(), "bench-officer", Role.COMPLIANCE, None)

@@ -149,6 +149,20 @@ def isolated_config(name: str, *, extra_env: dict[str, str] | None = None) -> St
     )
 
 
+def migrated_database(name: str, service: str) -> str:
+    """The URL of a fresh database of one service (bo_<name>_*, reset), built by that
+    service's migrations: for a test or a bench of its handlers alone, without the rest of
+    the stack."""
+    from bo_common.db import run_migrations
+
+    stack = Stack(isolated_config(name))
+    stack.ensure_postgres()
+    stack.create_databases()
+    url = stack.database_url(BY_NAME[service])
+    run_migrations(BY_NAME[service].migrations.parent, url)
+    return url
+
+
 class Stack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config

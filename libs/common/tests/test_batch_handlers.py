@@ -43,10 +43,13 @@ class _Uow:
         pass
 
 
-def _record(event: Envelope, offset: int) -> ConsumerRecord[bytes, bytes]:
-    value = event.to_bytes()
+def _record(
+    event: Envelope | bytes, offset: int, *, topic: str = "trade.events"
+) -> ConsumerRecord[bytes, bytes]:
+    """A consumed record of an event, or of raw bytes (a depository's XML)."""
+    value = event if isinstance(event, bytes) else event.to_bytes()
     return ConsumerRecord(
-        topic="trade.events",
+        topic=topic,
         partition=0,
         offset=offset,
         timestamp=0,
@@ -57,6 +60,18 @@ def _record(event: Envelope, offset: int) -> ConsumerRecord[bytes, bytes]:
         serialized_key_size=0,
         serialized_value_size=len(value),
         headers=[],
+    )
+
+
+def _consume_loop(**wiring: Any) -> ConsumeLoop:
+    """A consume loop with these handlers, never started (no database, no broker)."""
+    return ConsumeLoop(
+        name="test",
+        topics=["trade.events", "csd.status"],
+        sessions=cast(Any, None),
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        group_id="test",
+        **{"handlers": {}} | wiring,
     )
 
 
@@ -74,14 +89,9 @@ def _loop(calls: list[tuple[str, list[int]]]) -> ConsumeLoop:
     async def together(events: list[Envelope], uow: UnitOfWork) -> None:
         calls.append(("run", [event.data["n"] for event in events]))
 
-    return ConsumeLoop(
-        name="test",
-        topics=["trade.events"],
+    return _consume_loop(
         handlers={"t.a": single("a"), "t.b": single("b"), "t.c": single("c")},
         batch_handlers={"t.a": together, "t.b": together},
-        sessions=cast(Any, None),
-        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
-        group_id="test",
     )
 
 
@@ -112,22 +122,6 @@ async def test_runs_of_batch_types_are_applied_together_in_order(
     assert calls == [("run", [1, 2, 3]), ("c", [4]), ("run", [5, 7])]
 
 
-def test_a_batch_handler_needs_a_single_event_handler() -> None:
-    async def together(events: list[Envelope], uow: UnitOfWork) -> None:
-        pass
-
-    with pytest.raises(ValueError, match="needs a handler"):
-        ConsumeLoop(
-            name="test",
-            topics=["trade.events"],
-            handlers={},
-            batch_handlers={"t.a": together},
-            sessions=cast(Any, None),
-            kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
-            group_id="test",
-        )
-
-
 async def test_the_default_batch_handler_takes_runs_of_types_without_a_handler(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -149,16 +143,11 @@ async def test_the_default_batch_handler_takes_runs_of_types_without_a_handler(
     async def own_run(events: list[Envelope], uow: UnitOfWork) -> None:
         calls.append(("own run", [event.data["n"] for event in events]))
 
-    loop = ConsumeLoop(
-        name="test",
-        topics=["trade.events"],
+    loop = _consume_loop(
         handlers={"t.own": own, "t.batched": own},
         batch_handlers={"t.batched": own_run},
         default_handler=default,
         default_batch_handler=default_run,
-        sessions=cast(Any, None),
-        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
-        group_id="test",
     )
     events = [
         _event("t.x", 1),
@@ -185,38 +174,6 @@ async def test_the_default_batch_handler_takes_runs_of_types_without_a_handler(
     ]
 
 
-def test_a_default_batch_handler_needs_a_default_handler() -> None:
-    async def together(events: list[Envelope], uow: UnitOfWork) -> None:
-        pass
-
-    with pytest.raises(ValueError, match="needs a default handler"):
-        ConsumeLoop(
-            name="test",
-            topics=["trade.events"],
-            handlers={},
-            default_batch_handler=together,
-            sessions=cast(Any, None),
-            kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
-            group_id="test",
-        )
-
-
-def _raw(value: bytes, offset: int) -> ConsumerRecord[bytes, bytes]:
-    return ConsumerRecord(
-        topic="csd.status",
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=None,
-        value=value,
-        checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=len(value),
-        headers=[],
-    )
-
-
 async def test_runs_of_raw_messages_go_to_their_topics_batch_handler_in_order(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -232,23 +189,18 @@ async def test_runs_of_raw_messages_go_to_their_topics_batch_handler_in_order(
     async def one(event: Envelope, uow: UnitOfWork) -> None:
         calls.append(("event", [event.data["n"]]))
 
-    loop = ConsumeLoop(
-        name="test",
-        topics=["trade.events", "csd.status"],
+    loop = _consume_loop(
         handlers={"t.a": one},
         raw_handlers={"csd.status": raw_one},
         raw_batch_handlers={"csd.status": raw_run},
-        sessions=cast(Any, None),
-        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
-        group_id="test",
     )
     records = [
-        _raw(b"<1/>", 0),
-        _raw(b"<2/>", 1),
+        _record(b"<1/>", 0, topic="csd.status"),
+        _record(b"<2/>", 1, topic="csd.status"),
         _record(_event("t.a", 3), 2),
-        _raw(b"<4/>", 3),
-        _raw(b"<5/>", 4),
-        _raw(b"<6/>", 5),
+        _record(b"<4/>", 3, topic="csd.status"),
+        _record(b"<5/>", 4, topic="csd.status"),
+        _record(b"<6/>", 5, topic="csd.status"),
     ]
     uow = _Uow(seen=set())
     work = [
@@ -264,17 +216,20 @@ async def test_runs_of_raw_messages_go_to_their_topics_batch_handler_in_order(
     ]
 
 
-def test_a_raw_batch_handler_needs_a_raw_handler_of_its_topic() -> None:
-    async def together(values: list[bytes], uow: UnitOfWork) -> None:
-        pass
+async def _together(items: list[Any], uow: UnitOfWork) -> None:
+    pass
 
-    with pytest.raises(ValueError, match="needs a raw handler"):
-        ConsumeLoop(
-            name="test",
-            topics=["csd.status"],
-            handlers={},
-            raw_batch_handlers={"csd.status": together},
-            sessions=cast(Any, None),
-            kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
-            group_id="test",
-        )
+
+@pytest.mark.parametrize(
+    ("wiring", "error"),
+    [
+        ({"batch_handlers": {"t.a": _together}}, "needs a handler"),
+        ({"default_batch_handler": _together}, "needs a default handler"),
+        ({"raw_batch_handlers": {"csd.status": _together}}, "needs a raw handler"),
+    ],
+)
+def test_a_batch_handler_needs_the_handler_it_falls_back_on(
+    wiring: dict[str, Any], error: str
+) -> None:
+    with pytest.raises(ValueError, match=error):
+        _consume_loop(**wiring)

@@ -22,10 +22,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from bo_common.contracts import gateway as gateway_contract
-from bo_common.db import make_engine, make_sessionmaker, run_migrations
+from bo_common.db import make_engine, make_sessionmaker
 from bo_common.envelope import Envelope, new_event
 from bo_common.unit_of_work import UnitOfWork
-from bo_tools.stack import BY_NAME, ROOT, Stack, isolated_config
+from bo_tools.stack import ROOT, migrated_database
 from compliance_monitor import casework, handlers
 from compliance_monitor.reference import ReferenceCache
 
@@ -115,12 +115,7 @@ def events(seed: int, count: int, at: datetime) -> list[Envelope]:
 
 
 async def _monitor_database(name: str) -> AsyncEngine:
-    stack = Stack(isolated_config(name))
-    await asyncio.to_thread(stack.ensure_postgres)
-    await asyncio.to_thread(stack.create_databases)
-    service = BY_NAME["compliance_monitor"]
-    url = stack.database_url(service)
-    await asyncio.to_thread(run_migrations, service.migrations.parent, url)
+    url = await asyncio.to_thread(migrated_database, name, "compliance_monitor")
     engine = make_engine(url, pool_size=2)
     sessions = make_sessionmaker(engine)
     lists = json.loads((ROOT / "services/compliance_monitor/demo/lists.json").read_text())

@@ -15,8 +15,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bo_common.db import make_engine, make_sessionmaker, run_migrations
-from bo_tools.stack import BY_NAME, Stack, isolated_config
+from bo_common.db import make_engine, make_sessionmaker
+from bo_tools.stack import migrated_database
 from gateway import domain, repository
 
 pytestmark = pytest.mark.slow
@@ -27,12 +27,7 @@ TRADES = [f"T-{n}" for n in range(40)]
 
 @pytest.fixture(scope="module")
 async def engine() -> AsyncIterator[AsyncEngine]:
-    stack = Stack(isolated_config("gateway_state_runs"))
-    await asyncio.to_thread(stack.ensure_postgres)
-    await asyncio.to_thread(stack.create_databases)
-    service = BY_NAME["gateway"]
-    url = stack.database_url(service)
-    await asyncio.to_thread(run_migrations, service.migrations.parent, url)
+    url = await asyncio.to_thread(migrated_database, "gateway_state_runs", "gateway")
     engine = make_engine(url, pool_size=2)
     yield engine
     await engine.dispose()

@@ -24,10 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 import bo_iso20022
 from bo_common.contracts import compliance as compliance_contract
 from bo_common.contracts import gateway as gateway_contract
-from bo_common.db import make_engine, make_sessionmaker, run_migrations
+from bo_common.db import make_engine, make_sessionmaker
 from bo_common.envelope import Envelope, new_event
 from bo_common.unit_of_work import UnitOfWork
-from bo_tools.stack import BY_NAME, Stack, isolated_config
+from bo_tools.stack import migrated_database
 from csd_simulator.domain import Rule, answer
 from settlement import handlers
 from settlement.consumers import subscription
@@ -152,12 +152,7 @@ def events(seed: int, count: int, at: datetime) -> list[Envelope]:
 
 
 async def _settlement_database(name: str) -> AsyncEngine:
-    stack = Stack(isolated_config(name))
-    await asyncio.to_thread(stack.ensure_postgres)
-    await asyncio.to_thread(stack.create_databases)
-    service = BY_NAME["settlement"]
-    url = stack.database_url(service)
-    await asyncio.to_thread(run_migrations, service.migrations.parent, url)
+    url = await asyncio.to_thread(migrated_database, name, "settlement")
     engine = make_engine(url, pool_size=2)
     sessions = make_sessionmaker(engine)
     ssis = [
