@@ -133,10 +133,6 @@ _RECORD_DECISIONS = _NEW_DECISION.on_conflict_do_update(
     },
     where=_DECISIONS_TABLE.c.decided_at < _NEW_DECISION.excluded.decided_at,
 )
-_DECISION = sa.select(ComplianceDecisionRow.decision).where(
-    ComplianceDecisionRow.trade_id == sa.bindparam("trade_id"),
-    ComplianceDecisionRow.version == sa.bindparam("version"),
-)
 _SSI_VERSIONS = sa.select(SsiRow).where(
     SsiRow.counterparty_lei == sa.bindparam("lei"),
     SsiRow.market == sa.bindparam("market"),
@@ -458,12 +454,7 @@ async def _record_decisions(
             )
             continue
         current.append((event, row))
-    known = await _known_for(uow, [row for _, row in current if _may_advance(row)])
-    now = datetime.now(UTC)
-    for event, row in current:
-        if row.trade_id in known:
-            decision, ssi = known[row.trade_id]
-            await _advance_with(uow, row, decision=decision, ssi=ssi, cause=event, now=now)
+    await _advance_all(uow, [(row, event) for event, row in current], datetime.now(UTC))
 
 
 async def current_ssi(
@@ -492,9 +483,9 @@ def _may_advance(row: ObligationRow) -> bool:
 async def _known_for(
     uow: UnitOfWork, rows: list[ObligationRow]
 ) -> dict[str, tuple[str | None, SsiRow | None]]:
-    """For each obligation (of distinct trades): the compliance decision on its version and
-    the SSI version in force on its settlement date, as advance reads them one by one; two
-    statements for all."""
+    """For each obligation (of distinct trades): the compliance decision on its version
+    (only that one counts, see domain.decision_counts) and the SSI version in force on its
+    settlement date; two statements for all."""
     if not rows:
         return {}
     trade_ids = [row.trade_id for row in rows]
@@ -531,20 +522,19 @@ async def advance(
     uow: UnitOfWork, row: ObligationRow, *, cause: Envelope | None, now: datetime
 ) -> None:
     """Move a not-yet-instructed obligation as far as what is known allows."""
-    if not _may_advance(row):
-        return
-    # Only the decision on the obligation's version counts (see domain.decision_counts).
-    decision = await uow.session.scalar(
-        _DECISION, {"trade_id": row.trade_id, "version": row.version}
-    )
-    ssi = await current_ssi(
-        uow,
-        row.counterparty_lei,
-        row.market,
-        domain.ssi_asset_class(row.isin),
-        row.settlement_date,
-    )
-    await _advance_with(uow, row, decision=decision, ssi=ssi, cause=cause, now=now)
+    await _advance_all(uow, [(row, cause)], now)
+
+
+async def _advance_all(
+    uow: UnitOfWork, moves: list[tuple[ObligationRow, Envelope | None]], now: datetime
+) -> None:
+    """advance for obligations of distinct trades, in order (each with its cause): what
+    they wait for is read in two statements for all of them."""
+    known = await _known_for(uow, [row for row, _ in moves if _may_advance(row)])
+    for row, cause in moves:
+        if row.trade_id in known:
+            decision, ssi = known[row.trade_id]
+            await _advance_with(uow, row, decision=decision, ssi=ssi, cause=cause, now=now)
 
 
 async def _advance_with(
@@ -1061,7 +1051,9 @@ async def _new_ssi_version(
             .with_for_update()
         )
     ).scalars()
-    for obligation in waiting:
-        if domain.ssi_asset_class(obligation.isin) == asset_class:
-            await advance(uow, obligation, cause=None, now=now)
+    await _advance_all(
+        uow,
+        [(o, None) for o in waiting if domain.ssi_asset_class(o.isin) == asset_class],
+        now,
+    )
     return row
