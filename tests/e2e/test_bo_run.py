@@ -59,3 +59,12 @@ def test_bo_run_stops_everything_it_started_when_interrupted_twice(tmp_path: Pat
     assert "stopped" in output.read_text()
     _, alive = psutil.wait_procs(started, timeout=10)
     assert not alive, [" ".join(p.cmdline()) for p in alive]
+
+
+@pytest.mark.parametrize("name", ['x"; DROP DATABASE postgres; --', "Upper", "1st", "a" * 41, ""])
+def test_bo_run_refuses_a_stack_name_that_is_not_a_database_name(name: str) -> None:
+    result = subprocess.run(
+        [str(BO), "run", "--isolated", name], cwd=ROOT, capture_output=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert b"--isolated" in result.stderr and b"lower-case letters" in result.stderr

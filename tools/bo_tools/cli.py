@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -144,6 +145,16 @@ def _topics_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stack_name(value: str) -> str:
+    """A name that makes valid database names (bo_NAME_<service>) and a folder under var/."""
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: a stack's name is 1 to 40 lower-case letters, digits and _, "
+            "starting with a letter"
+        )
+    return value
+
+
 def _run(args: argparse.Namespace) -> int:
     from bo_tools.demo import set_up_demo
     from bo_tools.stack import SERVICES, Stack, StackConfig, isolated_config, log
@@ -270,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--isolated",
         metavar="NAME",
+        type=_stack_name,
         help="a stack of its own beside another: databases bo_NAME_*, free ports, its own "
         "broker, files under var/NAME (its databases are reset at start)",
     )

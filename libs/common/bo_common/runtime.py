@@ -139,7 +139,7 @@ class ServiceRuntime:
         watch_pool(s.service_name, lambda: self.engine.pool, limit=limit)
         self.sessions = make_sessionmaker(self.engine)
         if not await PlumbingSchema.detect(self.engine):
-            log.warning("outbox_without_trace_context", hint="run the migrations (bo migrate)")
+            log.warning("plumbing_not_migrated", hint="run the migrations (bo migrate)")
         self.keys = KeyStore(self.sessions, limits=self._client_limits)
         self.producer = await start_producer(s.kafka, client_id=s.service_name)
         if s.role == "api":
