@@ -50,7 +50,14 @@ from bo_common.metrics import (
 from bo_common.outbox import INBOX, PlumbingSchema
 from bo_common.settings import KafkaSettings
 from bo_common.topics import dead_letter_topic
-from bo_common.tracing import TRACEPARENT, cause_traces, span_from_headers, traceparent_of
+from bo_common.tracing import (
+    TRACEPARENT,
+    cause_traces,
+    child_traceparent,
+    recording,
+    span_from_headers,
+    traceparent_of,
+)
 from bo_common.unit_of_work import UnitOfWork
 
 log = get_logger(__name__)
@@ -70,6 +77,11 @@ RawBatchHandler = Callable[[list[bytes], UnitOfWork], Awaitable[None]]
 # event came from (the audit log keeps its topic, partition and offset).
 current_record: ContextVar[ConsumerRecord[bytes, bytes] | None] = ContextVar(
     "current_record", default=None
+)
+# The same for a batch handler: the records of the run it is applying, one per event (or
+# raw message) it was given, in the same order.
+current_records: ContextVar[list[ConsumerRecord[bytes, bytes]] | None] = ContextVar(
+    "current_records", default=None
 )
 
 
@@ -365,7 +377,9 @@ class ConsumeLoop:
                         "messaging.consumer.group.name": self._group_id,
                         "messaging.message.id": event_id,
                         "bo.event_type": item.event_type,
-                    },
+                    }
+                    if recording()
+                    else None,
                 ) as span,
             ):
                 traces = cause_traces.get()
@@ -379,12 +393,15 @@ class ConsumeLoop:
                     self._metric(EVENT_SECONDS, item.record.topic).observe(
                         time.perf_counter() - started
                     )
-                if item.record.timestamp and item.record.timestamp > 0:
-                    self._metric(EVENT_DELIVERY_SECONDS, item.record.topic).observe(
-                        max(time.time() - item.record.timestamp / 1000, 0.0)
-                    )
+                self._delivered(item.record)
         finally:
             current_record.reset(token)
+
+    def _delivered(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        if record.timestamp and record.timestamp > 0:
+            self._metric(EVENT_DELIVERY_SECONDS, record.topic).observe(
+                max(time.time() - record.timestamp / 1000, 0.0)
+            )
 
     def _inbox_row(self, item: _Work) -> dict[str, object]:
         row: dict[str, object] = {
@@ -443,20 +460,37 @@ class ConsumeLoop:
         return found
 
     async def _apply_run(self, run: list[_Work], uow: UnitOfWork) -> None:
-        """Apply a run of events with their batch handler, and empty the run. Each event's
-        span is opened and closed first, so that what the run publishes continues the trace
-        of the event that caused it (cause_traces), as a single event's handler does."""
+        """Apply a run of events with their batch handler, and empty the run.
+
+        Each event gets its span first, so that what the run publishes continues the trace
+        of the event that caused it (cause_traces), as a single event's handler does. When
+        spans are recorded, each is opened and closed; when they are not, only its
+        `traceparent` is made (tracing.child_traceparent), which is all a span that records
+        nothing would leave."""
         if not run:
             return
-        for item in run:
-            with self._context(item, timed=False):
-                pass
+        if recording():
+            for item in run:
+                with self._context(item, timed=False):
+                    pass
+        else:
+            traces = cause_traces.get()
+            for item in run:
+                if traces is not None:
+                    traces[item.event_id] = child_traceparent(item.record.headers or ())
+                self._delivered(item.record)
         started = time.perf_counter()
         handler = self._batch_handler_of(run[0])
-        if run[0].event is None:
-            await cast(RawBatchHandler, handler)([cast(bytes, item.raw) for item in run], uow)
-        else:
-            await cast(BatchHandler, handler)([cast(Envelope, item.event) for item in run], uow)
+        token = current_records.set([item.record for item in run])
+        try:
+            if run[0].event is None:
+                raws = [cast(bytes, item.raw) for item in run]
+                await cast(RawBatchHandler, handler)(raws, uow)
+            else:
+                events = [cast(Envelope, item.event) for item in run]
+                await cast(BatchHandler, handler)(events, uow)
+        finally:
+            current_records.reset(token)
         each = (time.perf_counter() - started) / len(run)
         for item in run:
             self._metric(EVENTS_APPLIED, item.event_type, item.record.topic).inc()

@@ -10,10 +10,11 @@ from typing import Any, cast
 import pytest
 from aiokafka import ConsumerRecord
 
-from bo_common.consumer import ConsumeLoop
+from bo_common.consumer import ConsumeLoop, current_records
 from bo_common.envelope import Envelope, new_event
 from bo_common.outbox import PlumbingSchema
 from bo_common.settings import KafkaSettings
+from bo_common.tracing import cause_traces
 from bo_common.unit_of_work import UnitOfWork
 
 
@@ -44,7 +45,11 @@ class _Uow:
 
 
 def _record(
-    event: Envelope | bytes, offset: int, *, topic: str = "trade.events"
+    event: Envelope | bytes,
+    offset: int,
+    *,
+    topic: str = "trade.events",
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> ConsumerRecord[bytes, bytes]:
     """A consumed record of an event, or of raw bytes (a depository's XML)."""
     value = event if isinstance(event, bytes) else event.to_bytes()
@@ -59,7 +64,7 @@ def _record(
         checksum=None,
         serialized_key_size=0,
         serialized_value_size=len(value),
-        headers=[],
+        headers=headers or [],
     )
 
 
@@ -214,6 +219,49 @@ async def test_runs_of_raw_messages_go_to_their_topics_batch_handler_in_order(
         ("event", [3]),
         ("raw run", [b"<4/>", b"<5/>", b"<6/>"]),
     ]
+
+
+async def test_a_run_knows_its_records_and_names_each_event_as_a_cause(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch handler finds the record of each event it was given (the audit log keeps
+    where each was read), and each event of the run is a cause in its own record's trace:
+    what the run publishes continues the trace of the event that caused it."""
+    monkeypatch.setattr(PlumbingSchema, "trace_columns", False)
+    seen: list[list[tuple[int, uuid.UUID]]] = []
+
+    async def one(event: Envelope, uow: UnitOfWork) -> None:
+        pass
+
+    async def together(events: list[Envelope], uow: UnitOfWork) -> None:
+        records = current_records.get()
+        assert records is not None
+        seen.append([(r.offset, Envelope.from_bytes(r.value or b"").id) for r in records])
+        assert [Envelope.from_bytes(r.value or b"").id for r in records] == [e.id for e in events]
+
+    loop = _consume_loop(handlers={"t.a": one, "t.c": one}, batch_handlers={"t.a": together})
+    events = [_event("t.a", 1), _event("t.a", 2), _event("t.c", 3), _event("t.a", 4)]
+    trace_ids = [f"{n:032x}" for n in (11, 12, 13, 14)]
+    records = [
+        _record(
+            event, 10 + n, headers=[("traceparent", f"00-{trace_ids[n]}-{'7' * 16}-01".encode())]
+        )
+        for n, event in enumerate(events)
+    ]
+    uow = _Uow(seen=set())
+    work = [item for r in records if (item := await loop._work_of(r, cast(Any, uow))) is not None]
+    token = cause_traces.set({})
+    try:
+        await loop._apply_all(work, cast(Any, uow))
+        traces = cause_traces.get()
+    finally:
+        cause_traces.reset(token)
+    assert seen == [[(10, events[0].id), (11, events[1].id)], [(13, events[3].id)]]
+    assert current_records.get() is None
+    assert traces is not None and set(traces) == {e.id for e in events}
+    for event, trace_id in zip(events, trace_ids, strict=True):
+        _, trace, span, flags = traces[event.id].split("-")
+        assert (trace, flags) == (trace_id, "01") and span != "7" * 16
 
 
 async def _together(items: list[Any], uow: UnitOfWork) -> None:

@@ -11,15 +11,27 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from structlog.contextvars import get_contextvars
 
 from bo_common.auth import generate_key
 from bo_common.envelope import Envelope, new_event
-from bo_common.logs import REDACTED, configure_logging, get_logger, redact_text
+from bo_common.logs import (
+    REDACTED,
+    bind_contextvars,
+    bound_contextvars,
+    clear_contextvars,
+    configure_logging,
+    get_logger,
+    redact_text,
+)
 from bo_common.outbox import Outbox, PlumbingSchema
 from bo_common.tracing import (
     ANY_TRADE,
     cause_traces,
+    child_traceparent,
     configure_tracing,
     current_trace_id,
     current_traceparent,
@@ -94,6 +106,109 @@ def test_without_headers_a_new_trace_starts() -> None:
     assert current_traceparent() is None
     assert trace_id_of("not a traceparent") is None
     assert kafka_headers(None) is None
+
+
+_HEX = "0123456789abcdef"
+_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+_SPAN = "00f067aa0ba902b7"
+# The near misses the propagator refuses, and what it accepts around them.
+_TRACEPARENT_CASES = [
+    f"00-{_TRACE}-{_SPAN}-01",
+    f"00-{_TRACE}-{_SPAN}-00",
+    f"cc-{_TRACE}-{_SPAN}-09",
+    f"cc-{_TRACE}-{_SPAN}-01-what-follows",
+    f" \t00-{_TRACE}-{_SPAN}-01 \t",
+    f"00-{_TRACE}-{_SPAN}-01-more",
+    f"ff-{_TRACE}-{_SPAN}-01",
+    f"00-{'0' * 32}-{_SPAN}-01",
+    f"00-{_TRACE}-{'0' * 16}-01",
+    f"00-{_TRACE.upper()}-{_SPAN}-01",
+    f"00-{_TRACE}-{_SPAN}-1",
+    f"00-{_TRACE[1:]}-{_SPAN}-01",
+    f"00-{_TRACE}-{_SPAN}-01 x",
+    f"cc-{_TRACE}-{_SPAN}-01-" + "x" * 600,
+    "",
+    "not a traceparent",
+]
+_traceparents = st.one_of(
+    st.sampled_from(_TRACEPARENT_CASES),
+    st.builds(
+        lambda v, t, s, f, rest: f"{v}-{t}-{s}-{f}{rest}",
+        st.sampled_from(["00", "01", "ff", "0g"]),
+        st.one_of(st.text(alphabet=_HEX, min_size=32, max_size=32), st.just("0" * 32)),
+        st.one_of(st.text(alphabet=_HEX, min_size=16, max_size=16), st.just("0" * 16)),
+        st.sampled_from(["00", "01", "ff", "0A"]),
+        st.sampled_from(["", " ", "-", "-x", " x"]),
+    ),
+    st.text(max_size=60),
+)
+# Several headers on one record: the last traceparent wins.
+_headers = st.lists(
+    st.tuples(st.sampled_from(["traceparent", "TraceParent", "tracestate"]), _traceparents),
+    max_size=3,
+)
+
+
+def _assert_child_of_same_trace(headers: list[tuple[str, str]]) -> None:
+    """Both ways of starting an event's span without recording it (`span_from_headers`, and
+    `child_traceparent` for an event of a run) read the header as OpenTelemetry's W3C
+    propagator does: its trace and flags, or a new sampled trace where it finds none."""
+    raw = [(name, value.encode("latin-1", "replace")) for name, value in headers]
+    parent = [value for name, value in headers if name.lower() == "traceparent"]
+    found = trace.get_current_span(
+        TraceContextTextMapPropagator().extract({"traceparent": parent[-1]} if parent else {})
+    ).get_span_context()
+    with span_from_headers("consume", raw, kind=SpanKind.CONSUMER, owner=None) as span:
+        in_span = traceparent_of(span)
+        assert current_traceparent() == in_span
+    assert in_span is not None
+    made = child_traceparent(raw)
+    for value in (in_span, made):
+        version, trace_id, span_id, flags = value.split("-")
+        assert version == "00" and len(trace_id) == 32 and len(span_id) == 16
+        assert int(trace_id, 16) != 0 and int(span_id, 16) != 0
+        if found.is_valid:
+            assert (trace_id, flags) == (f"{found.trace_id:032x}", f"{int(found.trace_flags):02x}")
+            assert int(span_id, 16) != found.span_id
+        else:  # a new trace each time
+            assert flags == "01"
+            assert trace_id != child_traceparent(raw).split("-")[1]
+    assert in_span.split("-")[2] != made.split("-")[2]
+
+
+@pytest.mark.parametrize("value", _TRACEPARENT_CASES)
+def test_a_runs_traceparent_reads_the_header_as_the_propagator(value: str) -> None:
+    """The consume loop names each event of a run as a cause by `child_traceparent`, not by
+    opening its span: the same trace (or a new one where the span would start one), the same
+    flags, a span id of its own."""
+    _assert_child_of_same_trace([("traceparent", value)])
+
+
+def test_of_several_traceparent_headers_the_last_counts() -> None:
+    other = f"00-{'5' * 32}-{_SPAN}-00"
+    _assert_child_of_same_trace([("traceparent", other), ("TraceParent", _TRACEPARENT_CASES[0])])
+    _assert_child_of_same_trace([("traceparent", _TRACEPARENT_CASES[0]), ("traceparent", other)])
+    _assert_child_of_same_trace([("traceparent", _TRACEPARENT_CASES[0]), ("traceparent", "x")])
+
+
+@given(_headers)
+def test_a_runs_traceparent_is_what_the_events_span_would_carry(
+    headers: list[tuple[str, str]],
+) -> None:
+    _assert_child_of_same_trace(headers)
+
+
+def test_a_bound_log_context_puts_back_what_was_there() -> None:
+    bind_contextvars(event_id="outer")
+    try:
+        with bound_contextvars(event_id="inner", correlation_id="T-1"):
+            assert get_contextvars() == {"event_id": "inner", "correlation_id": "T-1"}
+            with bound_contextvars(correlation_id="T-2"):
+                assert get_contextvars() == {"event_id": "inner", "correlation_id": "T-2"}
+            assert get_contextvars() == {"event_id": "inner", "correlation_id": "T-1"}
+        assert get_contextvars() == {"event_id": "outer"}
+    finally:
+        clear_contextvars()
 
 
 def _traced_outbox() -> Outbox:

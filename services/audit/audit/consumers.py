@@ -8,4 +8,6 @@ subscription = Subscription(
     topics=list(EVENT_TOPICS),
     handlers=handlers.ACCESS_AND_APPEND,
     default_handler=handlers.append_event,
+    # A run of events in one call, without a span of its own for each (runs in the loop).
+    default_batch_handler=handlers.append_events,
 )

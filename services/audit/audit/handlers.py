@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from aiokafka import ConsumerRecord
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import event as orm_events
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +21,7 @@ from audit import domain, domain_signing
 from audit import domain_merkle as merkle
 from audit.tables import NodeRow, RecordRow, SignedHeadRow, TreeStateRow
 from bo_common.auth import ACCESS_HANDLERS, Principal
-from bo_common.consumer import Handler, current_record
+from bo_common.consumer import Handler, current_record, current_records
 from bo_common.contracts.audit import (
     RECORDS_QUERIED,
     TREE_HEAD_SIGNED,
@@ -151,9 +152,21 @@ async def _append(
 async def append_event(event: Envelope, uow: UnitOfWork) -> None:
     """Every event of every *.events topic, verbatim, with where and when it was read.
     Once: the consume loop's inbox skips a redelivered event id (and event_id is unique)."""
-    record = current_record.get()
+    await _append_read(uow.session, event, current_record.get())
+
+
+async def append_events(events: list[Envelope], uow: UnitOfWork) -> None:
+    """A run of events, each appended as `append_event` appends it, in order."""
+    records = current_records.get()
+    for n, event in enumerate(events):
+        await _append_read(uow.session, event, records[n] if records is not None else None)
+
+
+async def _append_read(
+    session: AsyncSession, event: Envelope, record: ConsumerRecord[bytes, bytes] | None
+) -> None:
     await _append(
-        uow.session,
+        session,
         event,
         topic=record.topic if record is not None else f"{event.type.split('.')[0]}.events",
         partition=record.partition if record is not None else None,
