@@ -221,13 +221,16 @@ async def test_one_trade_is_one_trace_across_the_five_services(
     assert any("settled" in t for t in await _types(databases["settlement"], trade_id))
 
     # ...and every service received them with it (the inbox keeps the delivered context),
-    # the audit trail included.
+    # the audit trail included (its records are its inbox).
     event_ids = list(set().union(*published.values()))
     for service in ("gateway", "compliance_monitor", "settlement", "ledger", "audit"):
+        table = "audit_records" if service == "audit" else "inbox"
         async with databases[service].connect() as connection:
             delivered = (
                 await connection.execute(
-                    sa.text("SELECT event_id, traceparent FROM inbox WHERE event_id = ANY(:ids)"),
+                    sa.text(
+                        f"SELECT event_id, traceparent FROM {table} WHERE event_id = ANY(:ids)"
+                    ),
                     {"ids": event_ids},
                 )
             ).all()

@@ -38,7 +38,7 @@ from bo_common.envelope import new_event
 from bo_common.kafka import start_producer
 from bo_common.settings import KafkaSettings
 from bo_common.topics import EVENT_TOPICS
-from bo_tools.stack import BY_NAME, ROOT, Stack, free_port, isolated_config, log, write_json
+from bo_tools.stack import BY_NAME, ROOT, Stack, free_ports, isolated_config, log, write_json
 
 _RECORD_COLUMNS = (
     "seq", "event_id", "topic", "partition", "offset", "event_type", "source", "subject",
@@ -231,7 +231,7 @@ async def proof_figures(stack: Stack, *, records: int, proofs: int) -> dict[str,
         await connection.close()
 
     # A second audit process on that database, HTTP only (no consumer, no relay).
-    port = free_port()
+    port = free_ports(1, besides=[*stack.config.ports.values(), stack.config.broker_port])[0]
     env = {
         **stack.env_for(BY_NAME["audit"]),
         "AUDIT_DATABASE_URL": database_url,

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,9 +105,24 @@ def lower_priority(nice: int, *, idle: bool = True) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int, *, besides: Iterable[int] = ()) -> list[int]:
+    """`count` distinct free ports, none of `besides`: every socket is held until all are
+    found (one at a time, the system may hand back a port just released: a broker and a
+    service were once given the same)."""
+    taken = set(besides)
+    found: list[int] = []
+    with contextlib.ExitStack() as held:
+        while len(found) < count:
+            s = held.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+            if port not in taken:
+                taken.add(port)
+                found.append(port)
+    return found
 
 
 def port_open(host: str, port: int) -> bool:
@@ -139,12 +155,13 @@ class StackConfig:
 def isolated_config(name: str, *, extra_env: dict[str, str] | None = None) -> StackConfig:
     """A stack of its own (databases bo_<name>_*, free ports, fresh broker) for the tests
     and the bench, so that they run beside `make run` and never touch its data."""
+    *ports, broker_port = free_ports(len(SERVICES) + 1)
     return StackConfig(
         var_dir=ROOT / "var" / name,
         database_prefix=f"bo_{name}_",
         reset_databases=True,
-        ports={s.name: free_port() for s in SERVICES},
-        broker_port=free_port(),
+        ports=dict(zip((s.name for s in SERVICES), ports, strict=True)),
+        broker_port=broker_port,
         extra_env=extra_env or {},
     )
 
@@ -220,7 +237,7 @@ class Stack:
         binary = tansu_binary()
         port = self.config.broker_port
         if port_open("127.0.0.1", port):
-            port = free_port()
+            port = free_ports(1, besides=self.config.ports.values())[0]
         address = f"tcp://127.0.0.1:{port}"
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
         out = open(self.config.log_dir / "broker.log", "ab")  # noqa: SIM115 (closed with the process)

@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -51,11 +51,11 @@ from bo_common.outbox import INBOX, PlumbingSchema
 from bo_common.settings import KafkaSettings
 from bo_common.topics import dead_letter_topic
 from bo_common.tracing import (
-    TRACEPARENT,
     cause_traces,
     child_traceparent,
     recording,
     span_from_headers,
+    traceparent_in,
     traceparent_of,
 )
 from bo_common.unit_of_work import UnitOfWork
@@ -72,6 +72,10 @@ RawHandler = Callable[[bytes, UnitOfWork], Awaitable[None]]
 BatchHandler = Callable[[list[Envelope], UnitOfWork], Awaitable[None]]
 # The same for a run of consecutive raw messages of one topic (their values, in order).
 RawBatchHandler = Callable[[list[bytes], UnitOfWork], Awaitable[None]]
+# For a service whose own records are its inbox: which of these event ids it has applied.
+# Every event it applies must leave a row this finds, keyed uniquely by the event id and
+# written in the same transaction (the audit log's records).
+AppliedIds = Callable[[AsyncSession, list[uuid.UUID]], Awaitable[set[uuid.UUID]]]
 
 # The Kafka record whose event a handler is applying: for a handler that records where the
 # event came from (the audit log keeps its topic, partition and offset).
@@ -148,9 +152,12 @@ class ConsumeLoop:
         batch_handlers: Mapping[str, BatchHandler] | None = None,
         default_batch_handler: BatchHandler | None = None,
         raw_batch_handlers: Mapping[str, RawBatchHandler] | None = None,
+        applied_ids: AppliedIds | None = None,
         stall_timeout_s: float = 60.0,
     ) -> None:
         self._default_handler = default_handler
+        # None: the inbox table records what was applied.
+        self._applied_ids = applied_ids
         missing = set(batch_handlers or {}) - set(handlers)
         if missing:
             raise ValueError(f"a batch handler needs a handler of the same type: {missing}")
@@ -410,7 +417,7 @@ class ConsumeLoop:
             "topic": item.record.topic,
         }
         if PlumbingSchema.trace_columns:
-            row["traceparent"] = _traceparent_of(item.record)
+            row["traceparent"] = traceparent_in(item.record.headers or ())
         return row
 
     async def _apply_all(self, work: list[_Work], uow: UnitOfWork) -> None:
@@ -418,18 +425,13 @@ class ConsumeLoop:
         for item in work:
             if item.event_id not in rows:
                 rows[item.event_id] = self._inbox_row(item)
-        inbox = _inbox_table()
-        # Parameter sets of one compiled statement (see Outbox.flush).
-        fresh = set(
-            (
-                await uow.session.execute(
-                    insert(inbox)
-                    .on_conflict_do_nothing(index_elements=["event_id"])
-                    .returning(inbox.c.event_id),
-                    list(rows.values()),
-                )
-            ).scalars()
-        )
+        if self._applied_ids is not None:
+            # The service's own records say what it applied; a replica that applies one of
+            # these meanwhile makes the handler's insert fail (its unique key), and the
+            # batch is applied again event by event (_first_delivery).
+            fresh = set(rows) - await self._applied_ids(uow.session, list(rows))
+        else:
+            fresh = await self._record_in_inbox(uow, rows)
         run: list[_Work] = []  # consecutive events of one batch handler, applied together
         for item in work:
             if item.event_id not in fresh:
@@ -448,6 +450,32 @@ class ConsumeLoop:
             self._metric(EVENTS_APPLIED, item.event_type, item.record.topic).inc()
         await self._apply_run(run, uow)
         await uow.flush()
+
+    async def _record_in_inbox(
+        self, uow: UnitOfWork, rows: dict[uuid.UUID, dict[str, object]]
+    ) -> set[uuid.UUID]:
+        """The ids of `rows` not applied before, now in the inbox.
+
+        The ids applied before are read, then the others inserted: an INSERT ... ON CONFLICT
+        makes each row a speculative insertion, with a WAL record more per event to confirm
+        it. A replica that inserts one of them meanwhile makes this insert fail, and the
+        batch is applied again event by event (_first_delivery)."""
+        inbox = _inbox_table()
+        applied = set(
+            (
+                await uow.session.execute(
+                    sa.select(inbox.c.event_id).where(
+                        inbox.c.event_id
+                        == sa.any_(sa.bindparam("ids", list(rows), type_=_UUID_ARRAY))
+                    )
+                )
+            ).scalars()
+        )
+        fresh = set(rows) - applied
+        if fresh:
+            # Parameter sets of one compiled statement (see Outbox.flush).
+            await uow.session.execute(insert(inbox), [rows[i] for i in rows if i in fresh])
+        return fresh
 
     def _batch_handler_of(self, item: _Work) -> BatchHandler | RawBatchHandler | None:
         """The batch handler of an event: its type's, or the default's for a type without a
@@ -523,14 +551,23 @@ class ConsumeLoop:
                 except Exception as error:
                     if _is_transient(error):
                         raise
+                    uow.outbox.discard(since=mark)
+                    if self._applied_ids is not None and item.event_id in await self._applied_ids(
+                        uow.session, [item.event_id]
+                    ):
+                        # A replica applied it meanwhile (its own records' unique key made
+                        # this attempt fail): a duplicate, not a failure.
+                        self._metric(EVENTS_DUPLICATE).inc()
+                        return
                     last_error = error
                     error_text = repr(error)
-                    uow.outbox.discard(since=mark)
                     HANDLER_RETRIES.labels(self.name).inc()
                     log.warning("handler_failed", attempt=attempt, error=repr(last_error))
             await self._dead_letter(item.record, uow, error_text, attempts=attempts)
 
     async def _first_delivery(self, item: _Work, uow: UnitOfWork) -> bool:
+        if self._applied_ids is not None:
+            return item.event_id not in await self._applied_ids(uow.session, [item.event_id])
         inbox = _inbox_table()
         inserted = await uow.session.scalar(
             insert(inbox)
@@ -565,17 +602,13 @@ class ConsumeLoop:
         )
 
 
+_UUID_ARRAY = ARRAY(UUID(as_uuid=True))
+
+
 def _inbox_table() -> sa.TableClause:
     if PlumbingSchema.trace_columns:
         return INBOX
     return cast(sa.Table, InboxRow.__table__)
-
-
-def _traceparent_of(record: ConsumerRecord[bytes, bytes]) -> str | None:
-    for name, value in record.headers or ():
-        if name.lower() == TRACEPARENT:
-            return bytes(value).decode("latin-1")
-    return None
 
 
 def dead_letter_payload(

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bo_common.auth import ACCESS_HANDLERS, ClientLimits, KeyStore, Principal, Role, require_role
 from bo_common.consumer import (
+    AppliedIds,
     BatchHandler,
     ConsumeLoop,
     Handler,
@@ -77,6 +78,11 @@ class Subscription:
     default_batch_handler: BatchHandler | None = None
     # For runs of raw messages of a topic (each topic keeps its entry in `raw_handlers`).
     raw_batch_handlers: Mapping[str, RawBatchHandler] = field(default_factory=dict)
+    # For a service whose own records show every event it applied (bo_common.consumer.
+    # AppliedIds): it keeps no inbox. `last_applied_at` then says when it last applied one
+    # (the ops status's `last_consumed_at`, read from the inbox otherwise).
+    applied_ids: AppliedIds | None = None
+    last_applied_at: Callable[[AsyncEngine], Awaitable[datetime | None]] | None = None
 
 
 class ServiceRuntime:
@@ -167,6 +173,7 @@ class ServiceRuntime:
             raw_batch_handlers=self.subscription.raw_batch_handlers,
             raw_handlers=self.subscription.raw_handlers,
             batch_handlers=self.subscription.batch_handlers,
+            applied_ids=self.subscription.applied_ids,
             on_commit=self.relay.wake,
             stall_timeout_s=s.consumer_stall_timeout_s,
         )
@@ -296,7 +303,7 @@ class ServiceRuntime:
         outbox, letters, consumed, lag = await asyncio.gather(
             outbox_status(self.engine),
             dead_letters(self.engine),
-            last_consumed_at(self.engine),
+            (self.subscription.last_applied_at or last_consumed_at)(self.engine),
             self.lag_probe.lag(s.group_id, self.consumed_topics),
         )
         return OpsStatus(

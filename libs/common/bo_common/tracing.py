@@ -105,7 +105,8 @@ _TRACEPARENT = re.compile(
 _MAX_TRACEPARENT = 512
 
 
-def _traceparent_header(headers: Iterable[tuple[str, bytes]] | Mapping[str, str]) -> str | None:
+def traceparent_in(headers: Iterable[tuple[str, bytes]] | Mapping[str, str]) -> str | None:
+    """The `traceparent` header among a Kafka record's (or HTTP) headers, as it came."""
     if isinstance(headers, Mapping):
         return dict(headers).get(TRACEPARENT)
     header: str | None = None
@@ -137,7 +138,7 @@ def child_traceparent(headers: Iterable[tuple[str, bytes]]) -> str:
     What `traceparent_of` gives for the span of `span_from_headers` when spans are not
     recorded, at a fraction of the cost: for the events of a run, whose spans would be
     opened and closed only to be named as the cause of what the run publishes."""
-    parent = _parent_ids(_traceparent_header(headers))
+    parent = _parent_ids(traceparent_in(headers))
     span_id = f"{_random_id(64):016x}"
     if parent is not None:
         return f"00-{parent[0]}-{span_id}-{parent[1]}"
@@ -191,7 +192,7 @@ def span_from_headers(
             ) as span:
                 yield span
         else:
-            span = _ids_only_span(_parent_ids(_traceparent_header(headers)))
+            span = _ids_only_span(_parent_ids(traceparent_in(headers)))
             # The span alone, as the propagator's context would hold the remote parent alone.
             attached = otel_context.attach(trace.set_span_in_context(span, _EMPTY))
             try:

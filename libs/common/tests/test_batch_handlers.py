@@ -27,13 +27,19 @@ class _Result:
 
 
 class _Session:
-    """The inbox statement: every event id is new but `seen`."""
+    """The inbox's two statements: which ids were applied before (`seen`), and the insert of
+    the others (kept in `inserted`)."""
 
     def __init__(self, seen: set[uuid.UUID]) -> None:
         self.seen = seen
+        self.inserted: list[uuid.UUID] = []
 
     async def execute(self, statement: Any, parameters: Any = None) -> _Result:
-        return _Result([row["event_id"] for row in parameters if row["event_id"] not in self.seen])
+        if parameters is None:  # the SELECT of the ids
+            asked = statement.compile().params["ids"]
+            return _Result([i for i in asked if i in self.seen])
+        self.inserted.extend(row["event_id"] for row in parameters)
+        return _Result([])
 
 
 class _Uow:
@@ -125,6 +131,8 @@ async def test_runs_of_batch_types_are_applied_together_in_order(
     ]
     await loop._apply_all(work, cast(Any, uow))
     assert calls == [("run", [1, 2, 3]), ("c", [4]), ("run", [5, 7])]
+    # Only the new ones go into the inbox.
+    assert uow.session.inserted == [e.id for e in events if e is not duplicate and e.type != "t.x"]
 
 
 async def test_the_default_batch_handler_takes_runs_of_types_without_a_handler(

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from aiokafka import ConsumerRecord
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import event as orm_events
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from audit import domain, domain_signing
@@ -30,6 +31,7 @@ from bo_common.contracts.audit import (
 )
 from bo_common.envelope import Envelope, new_event
 from bo_common.topics import AUDIT_EVENTS
+from bo_common.tracing import current_traceparent, traceparent_in
 from bo_common.unit_of_work import UnitOfWork
 
 TREE = "events"
@@ -107,6 +109,7 @@ async def _append(
     partition: int | None,
     offset: int | None,
     raw: bytes | None = None,
+    traceparent: str | None = None,
 ) -> int:
     state = await _locked_state(session)
     seq = state.size + 1
@@ -141,6 +144,7 @@ async def _append(
             "recorded_at": received_at,
             "payload": leaf,
             "payload_hash": hashlib.sha256(body_json).hexdigest(),
+            "traceparent": traceparent,
         }
     )
     pending.nodes.extend({"level": lv, "index": ix, "hash": h} for lv, ix, h in appended.nodes)
@@ -151,7 +155,8 @@ async def _append(
 
 async def append_event(event: Envelope, uow: UnitOfWork) -> None:
     """Every event of every *.events topic, verbatim, with where and when it was read.
-    Once: the consume loop's inbox skips a redelivered event id (and event_id is unique)."""
+    Once: the consume loop skips an event id the log holds (`recorded`; event_id is
+    unique)."""
     await _append_read(uow.session, event, current_record.get())
 
 
@@ -173,7 +178,36 @@ async def _append_read(
         offset=record.offset if record is not None else None,
         # Verbatim: the JSON as it was published, not as we would write it.
         raw=record.value if record is not None else None,
+        traceparent=(
+            traceparent_in(record.headers or ()) if record is not None else current_traceparent()
+        ),
     )
+
+
+async def recorded(session: AsyncSession, event_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of these events are in the log: the audit's inbox is the log itself (each event
+    is appended in the transaction that consumes it, and `event_id` is unique), so an
+    inbox row per event would only repeat it."""
+    found = await session.execute(
+        sa.select(RecordRow.event_id).where(
+            RecordRow.event_id
+            == sa.any_(sa.bindparam("ids", event_ids, type_=ARRAY(UUID(as_uuid=True))))
+        )
+    )
+    return set(found.scalars())
+
+
+async def last_recorded_at(engine: AsyncEngine) -> datetime | None:
+    """When the last consumed event was appended (the ops status's `last_consumed_at`: the
+    audit keeps no inbox). A query's own record, which has no topic, does not count."""
+    async with engine.connect() as connection:
+        found: datetime | None = await connection.scalar(
+            sa.select(RecordRow.recorded_at)
+            .where(RecordRow.topic.is_not(None))
+            .order_by(RecordRow.seq.desc())
+            .limit(1)
+        )
+    return found
 
 
 async def record_query(
@@ -201,7 +235,14 @@ async def record_query(
             role=str(principal.role),
         ).model_dump(mode="json"),
     )
-    return await _append(session, event, topic=None, partition=None, offset=None)
+    return await _append(
+        session,
+        event,
+        topic=None,
+        partition=None,
+        offset=None,
+        traceparent=current_traceparent(),
+    )
 
 
 async def sign_tree_head(

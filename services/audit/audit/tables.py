@@ -42,6 +42,9 @@ class RecordRow(Base):
     # The hash chain of records written before the Merkle tree (revision 0003); null since.
     previous_hash: Mapped[str | None] = mapped_column(sa.Text)
     record_hash: Mapped[str | None] = mapped_column(sa.Text)
+    # The trace context the event was delivered with (its record's `traceparent` header), or
+    # the one a record the service appended itself was appended in; not in the leaf data.
+    traceparent: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class NodeRow(Base):

@@ -14,17 +14,20 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from aiokafka import ConsumerRecord
+from alembic import command
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from audit import handlers
 from audit.consumers import subscription
 from bo_common.consumer import current_record, current_records
-from bo_common.db import make_engine, make_sessionmaker
+from bo_common.db import alembic_config, make_engine, make_sessionmaker
 from bo_common.envelope import Envelope, new_event
 from bo_common.unit_of_work import UnitOfWork
-from bo_tools.stack import migrated_database
+from bo_tools.stack import BY_NAME, migrated_database
 
 pytestmark = pytest.mark.slow
+
+MIGRATIONS = BY_NAME["audit"].migrations.parent
 
 TYPES = [
     ("trade.captured", "trade.events"),
@@ -65,7 +68,7 @@ def records(seed: int, count: int) -> list[ConsumerRecord[bytes, bytes]]:
                 checksum=None,
                 serialized_key_size=0,
                 serialized_value_size=len(value),
-                headers=[],
+                headers=[("traceparent", f"00-{n + 1:032x}-{'1' * 16}-01".encode())],
             )
         )
     return out
@@ -111,7 +114,7 @@ async def log_of(engine: AsyncEngine) -> dict[str, Any]:
         rows = await connection.execute(
             sa.text(
                 'SELECT seq, event_id, topic, partition, "offset", event_type, source, '
-                "subject, correlation_id, account, actor, occurred_at, payload_hash, "
+                "subject, correlation_id, account, actor, occurred_at, payload_hash, traceparent, "
                 "convert_from(payload, 'UTF8') FROM audit_records ORDER BY seq"
             )
         )
@@ -148,3 +151,39 @@ async def test_a_run_appends_what_one_at_a_time_appends(
             seq, record.topic, record.partition, record.offset,
         )  # fmt: skip
         assert leaf["event"] == json.loads(record.value)
+    # The ops status's `last_consumed_at` of a service without an inbox: the last record's.
+    async with runs.connect() as connection:
+        last = await connection.scalar(sa.text("SELECT max(recorded_at) FROM audit_records"))
+    assert last is not None and await handlers.last_recorded_at(runs) == last
+    # ...and the trace context it was delivered with (the log is the audit's inbox).
+    assert [row[-2] for row in found["records"]] == [
+        dict(record.headers)["traceparent"].decode() for record in consumed
+    ]
+
+
+async def test_the_downgrade_gives_the_previous_release_an_inbox_of_what_the_log_holds() -> None:
+    """Revision 0004 stops the inbox; its downgrade fills it from the records, so that the
+    previous release, which reads the inbox, skips every event the log holds."""
+    url = await asyncio.to_thread(migrated_database, "audit_downgrade", "audit")
+    engine = make_engine(url, pool_size=2)
+    try:
+        consumed = records(seed=9, count=12)
+        await apply(engine, [consumed[:5], consumed[5:]], in_runs=True)
+        async with engine.connect() as connection:
+            assert await connection.scalar(sa.text("SELECT count(*) FROM inbox")) == 0
+        await asyncio.to_thread(command.downgrade, alembic_config(MIGRATIONS, url), "0003")
+        async with engine.connect() as connection:
+            inbox = (
+                await connection.execute(
+                    sa.text("SELECT event_id, event_type, topic, traceparent FROM inbox")
+                )
+            ).all()
+        expected = []
+        for record in consumed:
+            event = Envelope.from_bytes(record.value or b"")
+            traceparent = dict(record.headers)["traceparent"].decode()
+            expected.append((event.id, event.type, record.topic, traceparent))
+        assert sorted(inbox) == sorted(expected)
+        await asyncio.to_thread(command.upgrade, alembic_config(MIGRATIONS, url), "heads")
+    finally:
+        await engine.dispose()
