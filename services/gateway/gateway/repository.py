@@ -59,6 +59,10 @@ async def capture(
     events (outbox rows, each with the `trade_id` it is of) of those inserted; the trade_ids
     inserted. A concurrent insert of the same key waits for the other transaction.
 
+    The events' ids are new (uuid4) and only a trade inserted here has its event queued, so
+    the outbox insert needs no ON CONFLICT (which made each row a speculative insertion,
+    with a second WAL record to confirm it).
+
     One statement, so it is atomic on its own: on a connection in autocommit a single
     trade costs one round trip, where BEGIN, the two inserts and COMMIT were four, each a
     wake-up of the API and of its server process on a CPU shared with the workers."""
@@ -105,7 +109,6 @@ def _capture_statement(
             SELECT {events} FROM jsonb_to_recordset(CAST(:events AS jsonb)) AS e({record})
             WHERE e.trade_id IN (SELECT trade_id FROM inserted)
             ORDER BY e.n
-            ON CONFLICT (event_id) DO NOTHING
         )
         SELECT trade_id FROM inserted
         """
