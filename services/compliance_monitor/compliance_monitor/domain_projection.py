@@ -68,12 +68,15 @@ class Parts:
 
 @dataclass(frozen=True)
 class Needs:
-    """What to load for a run: the trades seen in its ISINs by these accounts in this time
-    span, every position of its accounts, and the last prices in its currencies of its
-    ISINs and of every ISIN those accounts hold."""
+    """What to load for a run: the trades seen in its ISINs in this time span by these
+    accounts, each on any side but the one paired with it (`seen_accounts[i]` but
+    `seen_not_sides[i]`: what ProjectionSlice.context reads for a trade of that side), every
+    position of its accounts, and the last prices in its currencies of its ISINs and of
+    every ISIN those accounts hold."""
 
     isins: list[str]
     seen_accounts: list[str]
+    seen_not_sides: list[str]
     seen_from: datetime | None
     seen_to: datetime | None
     accounts: list[str]
@@ -82,7 +85,7 @@ class Needs:
 
 def needs(run: Iterable[tuple[TradeFacts, Parts]]) -> Needs:
     isins: set[str] = set()
-    seen_accounts: set[str] = set()
+    seen: set[tuple[str, str]] = set()
     seen_from: datetime | None = None
     seen_to: datetime | None = None
     accounts: set[str] = set()
@@ -92,13 +95,14 @@ def needs(run: Iterable[tuple[TradeFacts, Parts]]) -> Needs:
         accounts.add(trade.account)
         currencies.add(trade.currency)
         if parts.seen_accounts:
-            seen_accounts |= parts.seen_accounts
+            seen |= {(account, trade.side) for account in parts.seen_accounts}
             low, high = trade.trade_time - parts.window, trade.trade_time + parts.window
             seen_from = low if seen_from is None else min(seen_from, low)
             seen_to = high if seen_to is None else max(seen_to, high)
     return Needs(
         isins=sorted(isins),
-        seen_accounts=sorted(seen_accounts),
+        seen_accounts=[account for account, _ in sorted(seen)],
+        seen_not_sides=[side for _, side in sorted(seen)],
         seen_from=seen_from,
         seen_to=seen_to,
         accounts=sorted(accounts),
@@ -107,14 +111,15 @@ def needs(run: Iterable[tuple[TradeFacts, Parts]]) -> Needs:
 
 
 class SeenTrades(MutableMapping[str, SeenTrade]):
-    """Trades seen, by trade id, also kept by ISIN and account in trade time order: an
-    evaluation reads the trades of one ISIN and a few accounts within a time window, slices
-    of that order, where a scan of every trade seen grew with the run and the window (most
-    of the monitor's CPU in a burst)."""
+    """Trades seen, by trade id, also kept by ISIN, account and side in trade time order: an
+    evaluation reads the trades of one ISIN, a few accounts and one side within a time
+    window, slices of that order, where a scan of every trade seen grew with the run and
+    the window (most of the monitor's CPU in a burst)."""
 
     def __init__(self) -> None:
         self._by_id: dict[str, SeenTrade] = {}
-        self._by_key: dict[tuple[str, str], list[tuple[datetime, str]]] = {}
+        # (ISIN, account) -> side -> (trade time, trade id), in order.
+        self._by_key: dict[tuple[str, str], dict[str, list[tuple[datetime, str]]]] = {}
 
     def __getitem__(self, trade_id: str) -> SeenTrade:
         return self._by_id[trade_id]
@@ -125,12 +130,12 @@ class SeenTrades(MutableMapping[str, SeenTrade]):
         if trade_id in self._by_id:
             del self[trade_id]
         self._by_id[trade_id] = seen
-        order = self._by_key.setdefault((seen.isin, seen.account), [])
-        bisect.insort(order, (seen.trade_time, trade_id))
+        sides = self._by_key.setdefault((seen.isin, seen.account), {})
+        bisect.insort(sides.setdefault(seen.side, []), (seen.trade_time, trade_id))
 
     def __delitem__(self, trade_id: str) -> None:
         seen = self._by_id.pop(trade_id)
-        order = self._by_key[(seen.isin, seen.account)]
+        order = self._by_key[(seen.isin, seen.account)][seen.side]
         del order[bisect.bisect_left(order, (seen.trade_time, trade_id))]
 
     def __iter__(self) -> Iterator[str]:
@@ -140,17 +145,27 @@ class SeenTrades(MutableMapping[str, SeenTrade]):
         return len(self._by_id)
 
     def within(
-        self, isin: str, accounts: Iterable[str], low: datetime, high: datetime
+        self,
+        isin: str,
+        accounts: Iterable[str],
+        low: datetime,
+        high: datetime,
+        *,
+        not_side: str | None = None,
     ) -> Iterator[SeenTrade]:
-        """The trades of the ISIN and accounts with low <= trade_time <= high, account by
-        account in time order."""
+        """The trades of the ISIN and accounts with low <= trade_time <= high, but for those
+        on `not_side`: account by account, side by side, in time order."""
         for account in sorted(accounts):
-            order = self._by_key.get((isin, account), [])
-            for index in range(bisect.bisect_left(order, (low,)), len(order)):
-                trade_time, trade_id = order[index]
-                if trade_time > high:
-                    break
-                yield self._by_id[trade_id]
+            sides = self._by_key.get((isin, account), {})
+            for side in sorted(sides):
+                if side == not_side:
+                    continue
+                order = sides[side]
+                for index in range(bisect.bisect_left(order, (low,)), len(order)):
+                    trade_time, trade_id = order[index]
+                    if trade_time > high:
+                        break
+                    yield self._by_id[trade_id]
 
 
 @dataclass
@@ -170,10 +185,15 @@ class ProjectionSlice:
         """The lists' context (`lists`) with the projection's part for this version."""
         recent: list[SeenTrade] = []
         if parts.seen_accounts:
+            # The wash trade rules are the only readers of the trades seen, and each looks
+            # for trades on the other side: the trade's own side, most of a busy window
+            # (an account trading one way all day), is not read at all.
             low, high = trade.trade_time - parts.window, trade.trade_time + parts.window
             recent = [
                 seen
-                for seen in self.seen.within(trade.isin, parts.seen_accounts, low, high)
+                for seen in self.seen.within(
+                    trade.isin, parts.seen_accounts, low, high, not_side=trade.side
+                )
                 if seen.trade_id != trade.trade_id
             ]
         position = Decimal(0)

@@ -236,7 +236,8 @@ class Context:
     watched_leis: Mapping[str, str] = field(default_factory=dict)  # LEI -> reason
     watched_names: Sequence[ListEntry] = ()
     counterparty_name: str | None = None
-    # Trades seen in the same ISIN by the account or its groups (the handler may pass more).
+    # Trades seen in the same ISIN by the account or its groups: at least those on the other
+    # side, which is what the wash trade rules read (the handler may pass more).
     recent_trades: Sequence[SeenTrade] = ()
     # The account's net position in the ISIN without this trade (nor an older version of it).
     position_before: Decimal = Decimal(0)

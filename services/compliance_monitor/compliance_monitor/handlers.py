@@ -199,6 +199,7 @@ async def _load_slice(
             "want_seen": bool(needs.seen_accounts),
             "isins": needs.isins,
             "seen_accounts": needs.seen_accounts,
+            "seen_not_sides": needs.seen_not_sides,
             "seen_from": needs.seen_from,
             "seen_to": needs.seen_to,
             "accounts": needs.accounts,
@@ -271,7 +272,9 @@ _SLICE = sa.text(
     " FROM trades t"
     " WHERE CAST(:want_seen AS boolean) AND t.isin = ANY(CAST(:isins AS text[]))"
     " AND t.trade_time BETWEEN CAST(:seen_from AS timestamptz) AND CAST(:seen_to AS timestamptz)"
-    " AND t.account = ANY(CAST(:seen_accounts AS text[])) AND t.cancelled_at IS NULL"
+    " AND t.cancelled_at IS NULL AND EXISTS (SELECT 1 FROM unnest(CAST(:seen_accounts AS"
+    " text[]), CAST(:seen_not_sides AS text[])) AS w(account, not_side)"
+    " WHERE w.account = t.account AND t.side <> w.not_side)"
     " UNION ALL"
     " SELECT 'position', NULL, p.account, NULL, p.isin, NULL, NULL, p.quantity, NULL"
     " FROM positions p WHERE p.account = ANY(CAST(:accounts AS text[]))"
