@@ -172,6 +172,33 @@ async def test_every_row_added_is_queued_and_published_once_in_order_without_rew
     assert await republish.unsent(url) == 0
 
 
+async def test_the_relay_vacuums_the_queue_it_empties(database: tuple[str, AsyncEngine]) -> None:
+    """Every sent row leaves a dead version in the queue that each poll walks over until a
+    vacuum; the relay vacuums the queue after `vacuum_after` rows sent."""
+    url, engine = database
+    await asyncio.to_thread(
+        command.upgrade, alembic_config(SERVICE.migrations.parent, url), "heads"
+    )
+    await engine.dispose()
+    assert await PlumbingSchema.detect(engine)
+    vacuums = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'outbox_pending'"
+    before = (await _rows(engine, vacuums))[0][0]
+    async with UnitOfWork(make_sessionmaker(engine)) as uow:
+        for n in range(25):
+            event = new_event(type="t.x", source="test", subject=f"T-{n}", actor="test", data={})
+            uow.outbox.put(event, topic="ledger.events", key=event.subject)
+        await uow.commit()
+    producer = Producer()
+    relay = OutboxRelay(
+        service="ledger", engine=engine, producer=cast(Any, producer), batch_size=4, vacuum_after=10
+    )
+    assert await relay.drain() == 25
+    assert len(producer.sent) == 25
+    assert await _rows(engine, "SELECT count(*) FROM outbox_pending") == [(0,)]
+    # 4 + 4 + 4 rows, then 4 + 4 + 4, then the last 1: twice past 10.
+    assert (await _rows(engine, vacuums))[0][0] - before == 2
+
+
 async def test_a_row_added_while_the_upgrade_runs_is_queued(
     database: tuple[str, AsyncEngine],
 ) -> None:

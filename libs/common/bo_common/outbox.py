@@ -303,6 +303,7 @@ class OutboxRelay:
         producer: AIOKafkaProducer,
         poll_interval_ms: int = 50,
         batch_size: int = 1000,
+        vacuum_after: int = 2000,
     ) -> None:
         self._service = service
         self._engine = engine
@@ -311,6 +312,14 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._wake = asyncio.Event()
         self._stopping = False
+        # The queue (outbox_pending) is emptied as fast as it is filled: every sent row
+        # leaves a dead version, and every poll's index scan walks over them until a vacuum
+        # removes them. Autovacuum visits a database about once a minute, and on a cluster
+        # of many databases less often: over a run of `make bench PARTS=series` the dead
+        # rows made PostgreSQL's work per trade grow by a fifth. So the relay vacuums the
+        # queue itself after this many rows sent (a small table: a few milliseconds).
+        self._vacuum_after = vacuum_after
+        self._sent_since_vacuum = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -397,10 +406,26 @@ class OutboxRelay:
                     .values(sent_at=sa.func.now())
                 )
         OUTBOX_PUBLISHED.labels(self._service).inc(len(rows))
+        if pending:
+            self._sent_since_vacuum += len(rows)
+            if self._sent_since_vacuum >= self._vacuum_after:
+                self._sent_since_vacuum = 0
+                await self._vacuum_queue()
         return len(rows)
+
+    async def _vacuum_queue(self) -> None:
+        """VACUUM the queue (outside any transaction, as VACUUM must be). A role that does
+        not own it gets a warning from PostgreSQL and the table is left to autovacuum."""
+        try:
+            async with self._engine.connect() as connection:
+                autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                await autocommit.exec_driver_sql(_VACUUM_QUEUE)
+        except Exception as error:  # never a reason not to publish
+            log.warning("outbox_queue_vacuum_failed", error=repr(error))
 
 
 _QUEUE_EXISTS = sa.text("SELECT to_regclass('outbox_pending') IS NOT NULL")
+_VACUUM_QUEUE = "VACUUM (ANALYZE off) outbox_pending"
 # Revision 0101 (add_outbox_pending): the unsent rows, oldest first, and what publishing
 # them changes: their seqs leave outbox_pending; the outbox rows are not written again.
 _PENDING_ROWS = sa.text(
