@@ -104,10 +104,6 @@ def lower_priority(nice: int, *, idle: bool = True) -> None:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
 def free_ports(count: int, *, besides: Iterable[int] = ()) -> list[int]:
     """`count` distinct free ports, none of `besides`: every socket is held until all are
     found (one at a time, the system may hand back a port just released: a broker and a

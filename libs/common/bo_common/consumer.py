@@ -421,17 +421,14 @@ class ConsumeLoop:
         return row
 
     async def _apply_all(self, work: list[_Work], uow: UnitOfWork) -> None:
-        rows: dict[uuid.UUID, dict[str, object]] = {}
-        for item in work:
-            if item.event_id not in rows:
-                rows[item.event_id] = self._inbox_row(item)
         if self._applied_ids is not None:
             # The service's own records say what it applied; a replica that applies one of
             # these meanwhile makes the handler's insert fail (its unique key), and the
             # batch is applied again event by event (_first_delivery).
-            fresh = set(rows) - await self._applied_ids(uow.session, list(rows))
+            ids = list(dict.fromkeys(item.event_id for item in work))
+            fresh = set(ids) - await self._applied_ids(uow.session, ids)
         else:
-            fresh = await self._record_in_inbox(uow, rows)
+            fresh = await self._record_in_inbox(uow, work)
         run: list[_Work] = []  # consecutive events of one batch handler, applied together
         for item in work:
             if item.event_id not in fresh:
@@ -451,15 +448,17 @@ class ConsumeLoop:
         await self._apply_run(run, uow)
         await uow.flush()
 
-    async def _record_in_inbox(
-        self, uow: UnitOfWork, rows: dict[uuid.UUID, dict[str, object]]
-    ) -> set[uuid.UUID]:
-        """The ids of `rows` not applied before, now in the inbox.
+    async def _record_in_inbox(self, uow: UnitOfWork, work: list[_Work]) -> set[uuid.UUID]:
+        """The ids of `work` not applied before, now in the inbox.
 
         The ids applied before are read, then the others inserted: an INSERT ... ON CONFLICT
         makes each row a speculative insertion, with a WAL record more per event to confirm
         it. A replica that inserts one of them meanwhile makes this insert fail, and the
         batch is applied again event by event (_first_delivery)."""
+        rows: dict[uuid.UUID, dict[str, object]] = {}
+        for item in work:
+            if item.event_id not in rows:
+                rows[item.event_id] = self._inbox_row(item)
         inbox = _inbox_table()
         applied = set(
             (
