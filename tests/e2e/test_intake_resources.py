@@ -97,3 +97,25 @@ async def test_the_api_holds_its_pool_open_and_opens_no_connection_under_a_burst
     # With overflow allowed, the burst opened connections and closed them again.
     assert seen == before
     assert await _api_backends(engine, api_pid) == before
+
+
+@linux_only
+async def test_the_api_and_its_database_sessions_run_in_the_intake_cpu_group(
+    stack: Stack, databases: dict[str, AsyncEngine]
+) -> None:
+    """PostgreSQL's processes are a scheduling group of their own, where the API's
+    statements waited for the CPU behind the workers' (bo_tools.cpu_group)."""
+    group = stack.intake_group
+    if group is None:
+        pytest.skip("this machine lets the stack make no cgroup (its log says why)")
+    engine = databases["gateway"]
+    if not engine.url.host:
+        pytest.skip("the server is reached by a unix socket: no client ports to match")
+    api_pid = stack.processes["gateway"].pid
+    sessions = await _api_backends(engine, api_pid)
+    assert len(sessions) == 10
+    assert group.members() == {api_pid} | sessions
+    assert group.weight == (10 * 1024 if group.version == 1 else 10 * 100)
+    for service in SERVICES:
+        if service.background:
+            assert stack.processes[service.name].pid not in group.members(), service.name

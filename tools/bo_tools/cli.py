@@ -181,11 +181,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  {'broker':<20} {stack.bootstrap}")
         print(f"  logs in {config.log_dir}, keys in {config.var_dir / 'dev-keys.json'}")
         print("\nReady. Ctrl-C stops everything.\n", flush=True)
+        checked_at = time.monotonic()
         while not stopping:
             for name, process in stack.processes.items():
                 if process.poll() is not None:
                     log(f"{name} exited ({process.returncode}); restarting it")
                     stack.start(name)
+            if time.monotonic() - checked_at > 10:
+                # A restarted API's connections (or any it opened again) join its group.
+                checked_at = time.monotonic()
+                stack.place_intake_sessions()
             if reconciler is not None and reconciler.poll() is not None:
                 reconciler = _start_reconciler(stack, keys["ops"])
             time.sleep(1)

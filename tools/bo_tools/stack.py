@@ -23,6 +23,9 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
+from bo_tools import cpu_group
+from bo_tools.cpu_group import CpuGroup
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -184,6 +187,10 @@ class Stack:
         self._broker: subprocess.Popen[bytes] | None = None
         self._embedded_pg: object | None = None
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        # The intake's CPU group (cpu_group): made when the API first starts, if it can be.
+        self.intake_group: CpuGroup | None = None
+        self._intake_group_tried = False
+        self._intake_logged: set[int] = set()
 
     # -- infrastructure -------------------------------------------------------------------
     def ensure_postgres(self) -> str:
@@ -349,6 +356,10 @@ class Stack:
             if service.background
             else None,
         )
+        if not service.background:
+            group = self._intake_cpu_group()
+            if group is not None:
+                group.add(self.processes[name].pid)
 
     def start_all(self) -> None:
         for service in SERVICES:
@@ -372,10 +383,48 @@ class Stack:
                     with contextlib.suppress(httpx.HTTPError):
                         if client.get(self.url(name) + "/readyz").status_code == 200:
                             pending.discard(name)
+                            if not BY_NAME[name].background:
+                                self.place_intake_sessions()
                 if pending and time.monotonic() > deadline:
                     raise TimeoutError(f"not ready after {timeout_s}s: {sorted(pending)}")
                 if pending:
                     time.sleep(0.2)
+
+    def _intake_cpu_group(self) -> CpuGroup | None:
+        if not self._intake_group_tried:
+            self._intake_group_tried = True
+            if os.environ.get("BO_INTAKE_CPU_GROUP", "on") == "off":
+                log("intake CPU group: off (BO_INTAKE_CPU_GROUP=off)")
+                return None
+            name = f"{os.getpid()}-{self.config.database_prefix.strip('_')}"
+            self.intake_group, why = cpu_group.create(name)
+            if self.intake_group is None:
+                log(f"intake CPU group: not made ({why}); the API shares the CPU as an equal")
+        return self.intake_group
+
+    def place_intake_sessions(self) -> int:
+        """The database server's processes serving the intake API's connections join its
+        CPU group, where the server runs on this machine (the API opens its whole pool at
+        start, so once it is ready). Returns how many are in the group."""
+        group = self.intake_group
+        if group is None or not self.server_url:
+            return 0
+        url = sa.make_url(self.server_url)
+        if url.host not in ("127.0.0.1", "localhost", "::1"):
+            return 0
+        apis = [p.pid for n, p in self.processes.items() if not BY_NAME[n].background]
+        for pid in apis:
+            for server_pid in cpu_group.server_processes(pid, url.port or 5432):
+                with contextlib.suppress(OSError):
+                    group.add(server_pid)
+        members = group.members()
+        if members != self._intake_logged:
+            self._intake_logged = members
+            log(
+                f"intake CPU group: the API and {len(members) - len(apis)} database "
+                f"sessions, {cpu_group.WEIGHT_FACTOR}x a session's weight ({group.path})"
+            )
+        return len(members)
 
     def wait_keys_known(self, keys: dict[str, str], timeout_s: float = 30) -> None:
         """Keys reach the other services through access.events: wait until all know them."""
@@ -428,6 +477,10 @@ class Stack:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
         self.processes.clear()
+        if self.intake_group is not None:
+            self.intake_group.remove()
+            self.intake_group = None
+            self._intake_group_tried = False
         if self._broker is not None:
             self._broker.terminate()
             try:
