@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 # Checked with mypy --strict: the common library and every service's pure domain code
 # (domain.py, and any domain_*.py beside it), plus the pure modules named here.
-TYPED := libs/common/bo_common libs/iso20022/bo_iso20022 $(wildcard services/*/*/domain.py) \
+TYPED := libs/common/bo_common libs/iso20022/bo_iso20022 tools/bo_tools/cpu_group.py $(wildcard services/*/*/domain.py) \
 	$(wildcard services/*/*/domain_*.py) services/settlement/settlement/netting.py \
 	services/settlement/settlement/penalties.py tools/bo_tools/ops/reconciliation.py
 

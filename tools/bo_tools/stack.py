@@ -190,7 +190,9 @@ class Stack:
         # The intake's CPU group (cpu_group): made when the API first starts, if it can be.
         self.intake_group: CpuGroup | None = None
         self._intake_group_tried = False
-        self._intake_logged: set[int] = set()
+        # The API's connections last looked at, and the server processes placed for them.
+        self._intake_ends: frozenset[tuple[str, int, str, int]] = frozenset()
+        self.intake_sessions: set[int] = set()
 
     # -- infrastructure -------------------------------------------------------------------
     def ensure_postgres(self) -> str:
@@ -359,7 +361,10 @@ class Stack:
         if not service.background:
             group = self._intake_cpu_group()
             if group is not None:
-                group.add(self.processes[name].pid)
+                try:
+                    group.add(self.processes[name].pid)
+                except OSError as error:
+                    log(f"intake CPU group: {name} not added ({error.strerror or error})")
 
     def start_all(self) -> None:
         for service in SERVICES:
@@ -393,11 +398,11 @@ class Stack:
     def _intake_cpu_group(self) -> CpuGroup | None:
         if not self._intake_group_tried:
             self._intake_group_tried = True
-            if os.environ.get("BO_INTAKE_CPU_GROUP", "on") == "off":
-                log("intake CPU group: off (BO_INTAKE_CPU_GROUP=off)")
+            setting = os.environ.get("BO_INTAKE_CPU_GROUP", "on").strip().lower()
+            if setting in ("off", "0", "false", "no"):
+                log(f"intake CPU group: off (BO_INTAKE_CPU_GROUP={setting})")
                 return None
-            name = f"{os.getpid()}-{self.config.database_prefix.strip('_')}"
-            self.intake_group, why = cpu_group.create(name)
+            self.intake_group, why = cpu_group.create(self.config.database_prefix.strip("_"))
             if self.intake_group is None:
                 log(f"intake CPU group: not made ({why}); the API shares the CPU as an equal")
         return self.intake_group
@@ -405,26 +410,31 @@ class Stack:
     def place_intake_sessions(self) -> int:
         """The database server's processes serving the intake API's connections join its
         CPU group, where the server runs on this machine (the API opens its whole pool at
-        start, so once it is ready). Returns how many are in the group."""
+        start, so once it is ready; `bo run` looks again for a restarted API). Only when
+        the API's connections changed is the machine's socket table read. Returns how many
+        sessions were placed."""
         group = self.intake_group
         if group is None or not self.server_url:
             return 0
-        url = sa.make_url(self.server_url)
-        if url.host not in ("127.0.0.1", "localhost", "::1"):
-            return 0
+        port = sa.make_url(self.server_url).port or 5432
         apis = [p.pid for n, p in self.processes.items() if not BY_NAME[n].background]
-        for pid in apis:
-            for server_pid in cpu_group.server_processes(pid, url.port or 5432):
-                with contextlib.suppress(OSError):
-                    group.add(server_pid)
-        members = group.members()
-        if members != self._intake_logged:
-            self._intake_logged = members
-            log(
-                f"intake CPU group: the API and {len(members) - len(apis)} database "
-                f"sessions, {cpu_group.WEIGHT_FACTOR}x a session's weight ({group.path})"
-            )
-        return len(members)
+        ends = frozenset().union(*(cpu_group.client_ends(pid, port) for pid in apis))
+        if ends == self._intake_ends:
+            return len(self.intake_sessions)
+        self._intake_ends = ends
+        placed = set()
+        for server_pid in cpu_group.serving(ends, port) - set(apis):
+            try:
+                if group.add(server_pid):
+                    placed.add(server_pid)
+            except OSError as error:
+                log(f"intake CPU group: session {server_pid} not added ({error.strerror})")
+        self.intake_sessions = placed
+        log(
+            f"intake CPU group: the API and {len(placed)} database sessions, "
+            f"{cpu_group.WEIGHT_FACTOR}x a session's weight ({group.path})"
+        )
+        return len(placed)
 
     def wait_keys_known(self, keys: dict[str, str], timeout_s: float = 30) -> None:
         """Keys reach the other services through access.events: wait until all know them."""
@@ -478,9 +488,15 @@ class Stack:
                     os.killpg(process.pid, signal.SIGKILL)
         self.processes.clear()
         if self.intake_group is not None:
-            self.intake_group.remove()
+            try:
+                if not self.intake_group.remove():
+                    log(f"intake CPU group: {self.intake_group.path} still busy; left")
+            except OSError as error:
+                log(f"intake CPU group: not removed ({error.strerror or error})")
             self.intake_group = None
             self._intake_group_tried = False
+            self._intake_ends = frozenset()
+            self.intake_sessions = set()
         if self._broker is not None:
             self._broker.terminate()
             try:
