@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import namedtuple
 from pathlib import Path
 
 import pytest
@@ -102,10 +103,55 @@ def test_a_group_takes_a_process_weighs_ten_sessions_and_gives_it_back_when_remo
         # back in the cgroup it came from, and still running
         assert _cpu_cgroup(child.pid, version) == before
         assert child.poll() is None
+        # ... also when that is not this process's own cgroup
+        first, _ = cpu_group.create("first")
+        second, _ = cpu_group.create("second")
+        assert first is not None and second is not None
+        assert first.path != second.path
+        try:
+            first.add(child.pid)
+            second.add(child.pid)
+            assert second.remove()
+            assert first.members() == {child.pid}
+        finally:
+            second.remove()
+            first.remove()
     finally:
         child.kill()
         child.wait()
         group.remove()
+
+
+def test_the_server_s_processes_are_those_at_the_other_end_and_never_a_listener(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    psutil = pytest.importorskip("psutil")
+    addr = namedtuple("addr", "ip port")
+    conn = namedtuple("conn", "laddr raddr status pid")
+
+    def tcp(
+        pid: int, local: tuple[str, int], remote: tuple[str, int] | None, status: str
+    ) -> object:
+        return conn(addr(*local), addr(*remote) if remote else (), status, pid)
+
+    ends = frozenset(
+        {("127.0.0.1", 40001, "127.0.0.1", 5432), ("127.0.0.1", 40002, "127.0.0.1", 5432)}
+    )
+    table = [
+        tcp(10, ("127.0.0.1", 5432), None, psutil.CONN_LISTEN),  # the postmaster
+        tcp(11, ("127.0.0.1", 5432), ("127.0.0.1", 40001), psutil.CONN_ESTABLISHED),
+        tcp(12, ("::ffff:127.0.0.1", 5432), ("::ffff:127.0.0.1", 40002), psutil.CONN_ESTABLISHED),
+        tcp(
+            13, ("127.0.0.1", 5432), ("127.0.0.1", 40003), psutil.CONN_ESTABLISHED
+        ),  # another client's
+        # a proxy that listens and holds the other end of one of ours
+        tcp(20, ("0.0.0.0", 5432), None, psutil.CONN_LISTEN),
+        tcp(20, ("127.0.0.1", 5432), ("127.0.0.1", 40001), psutil.CONN_ESTABLISHED),
+        tcp(30, ("127.0.0.1", 40001), ("127.0.0.1", 5432), psutil.CONN_ESTABLISHED),  # the API
+    ]
+    monkeypatch.setattr(psutil, "net_connections", lambda kind="inet": table)
+    assert cpu_group.serving(ends, 5432) == {11, 12}
+    assert cpu_group.serving(frozenset(), 5432) == set()
 
 
 @linux_only

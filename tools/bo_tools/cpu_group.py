@@ -17,6 +17,7 @@ never switched on here). Anywhere else `create` says why not, and the stack runs
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ class Hierarchy:
         relative = os.path.relpath(cgroup, self.root)
         if relative == ".":
             return self.mount
-        if relative.startswith(".."):
+        if relative == ".." or relative.startswith("../"):
             return None
         return self.mount / relative
 
@@ -114,7 +115,7 @@ class CpuGroup:
         except ProcessLookupError:
             return False
         if where is not None and where != self.path:
-            self.came_from.setdefault(pid, where)
+            self.came_from[pid] = where
         return True
 
     def members(self) -> set[int]:
@@ -164,10 +165,13 @@ def _started_at(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
+_made = itertools.count(1)
+
+
 def group_name(label: str) -> str:
-    """`<pid>.<start time>-<label>` of this process: a later stack can tell whether the
-    stack that made a group is still running."""
-    return f"{os.getpid()}.{_started_at(os.getpid())}-{label}"
+    """`<pid>.<start time>-<n>-<label>` of this process (n counts the groups it made): a
+    later stack can tell whether the stack that made a group is still running."""
+    return f"{os.getpid()}.{_started_at(os.getpid())}-{next(_made)}-{label}"
 
 
 def create(label: str, *, factor: int = WEIGHT_FACTOR) -> tuple[CpuGroup | None, str]:
@@ -194,6 +198,9 @@ def create(label: str, *, factor: int = WEIGHT_FACTOR) -> tuple[CpuGroup | None,
     path = parent / f"{PREFIX}{group_name(label)}"
     try:
         path.mkdir()
+    except OSError as error:
+        return None, f"cannot make {path} ({error.strerror or error})"
+    try:
         if hierarchy.version == 1:
             (path / "cpu.shares").write_text(f"{1024 * factor}\n")
         else:
@@ -214,10 +221,10 @@ def _remove_stale(parent: Path) -> None:
             pid, _, started = owner.partition(".")
             if not pid.isdigit() or _started_at(int(pid)) == started:
                 continue
-            members = CpuGroup(path, Hierarchy(parent, "/", 0, "/")).members()
-            if all(Path(f"/proc/{p}").exists() for p in members):
+            stale = CpuGroup(path, Hierarchy(parent, "/", 0, "/"))
+            if all(Path(f"/proc/{p}").exists() for p in stale.members()):
                 with contextlib.suppress(OSError):
-                    CpuGroup(path, Hierarchy(parent, "/", 0, "/")).remove(timeout_s=1)
+                    stale.remove(timeout_s=1)
 
 
 Ends = frozenset[tuple[str, int, str, int]]
@@ -267,5 +274,5 @@ def serving(ends: Ends, server_port: int) -> set[int]:
             elif c.raddr and (_ip(c.raddr.ip), c.raddr.port, _ip(c.laddr.ip), c.laddr.port) in ends:
                 found.add(c.pid)
         return found - listeners
-    except (psutil.Error, OSError):
+    except (psutil.Error, OSError, RuntimeError):  # RuntimeError: an unreadable /proc/net
         return set()

@@ -419,21 +419,28 @@ class Stack:
         port = sa.make_url(self.server_url).port or 5432
         apis = [p.pid for n, p in self.processes.items() if not BY_NAME[n].background]
         ends = frozenset().union(*(cpu_group.client_ends(pid, port) for pid in apis))
-        if ends == self._intake_ends:
+        if self.intake_sessions and ends == self._intake_ends:
             return len(self.intake_sessions)
-        self._intake_ends = ends
         placed = set()
         for server_pid in cpu_group.serving(ends, port) - set(apis):
             try:
                 if group.add(server_pid):
                     placed.add(server_pid)
             except OSError as error:
-                log(f"intake CPU group: session {server_pid} not added ({error.strerror})")
+                log(f"intake CPU group: session {server_pid} not added ({error.strerror or error})")
+        if placed != self.intake_sessions or ends != self._intake_ends:
+            why = (
+                ""
+                if placed
+                else " (none of the server's processes is on this machine or ours to move)"
+            )
+            log(
+                f"intake CPU group: the API and {len(placed)} database sessions{why}, "
+                f"{cpu_group.WEIGHT_FACTOR}x a session's weight ({group.path})"
+            )
+        # Looked at again only when the API's connections change, once they were placed.
+        self._intake_ends = ends
         self.intake_sessions = placed
-        log(
-            f"intake CPU group: the API and {len(placed)} database sessions, "
-            f"{cpu_group.WEIGHT_FACTOR}x a session's weight ({group.path})"
-        )
         return len(placed)
 
     def wait_keys_known(self, keys: dict[str, str], timeout_s: float = 30) -> None:
