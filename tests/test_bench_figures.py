@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bo_tools.bench import percentile, stolen_pct
@@ -47,3 +49,20 @@ def test_a_series_line_per_run_names_the_largest_cpu_users_after_the_api() -> No
     assert header.split()[:3] == ["run", "p50", "ms"]
     assert line.split()[:9] == ["1", "4.2", "18.8", "31.0", "5.0", "0", "n/a", "2.25", "20.00"]
     assert line.endswith("settlement 4.50, postgres 3.50, audit 2.00")
+
+
+def test_the_figures_say_whether_the_intake_ran_in_its_cpu_group(tmp_path: Path) -> None:
+    from bo_tools.bench import intake_group_figures
+    from bo_tools.cpu_group import CpuGroup, Hierarchy
+    from bo_tools.stack import Stack, isolated_config
+
+    stack = Stack(isolated_config("figures"))
+    assert intake_group_figures(stack) is None
+    stack.intake_group = CpuGroup(
+        tmp_path / "bo-intake-1.2-1-bo_bench", Hierarchy(tmp_path, "/", 1, "/")
+    )
+    stack.intake_sessions = {11, 12, 13}
+    assert intake_group_figures(stack) == {
+        "path": str(tmp_path / "bo-intake-1.2-1-bo_bench"),
+        "database_sessions": 3,
+    }

@@ -537,6 +537,7 @@ def main(*, trades: int, rate: float, batch_trades: int, parts: tuple[str, ...] 
     }
     if "pipeline" in parts or "compliance" in parts:
         with demo_stack("bench") as (stack, keys):
+            result["machine"]["intake_cpu_group"] = intake_group_figures(stack)
             if "pipeline" in parts:
                 result |= asyncio.run(
                     measure(
@@ -559,6 +560,7 @@ def main(*, trades: int, rate: float, batch_trades: int, parts: tuple[str, ...] 
                 )
     if "series" in parts:
         with demo_stack("bench") as (stack, keys):
+            result["machine"]["intake_cpu_group"] = intake_group_figures(stack)
             result["series"] = asyncio.run(series(stack, keys, trades=trades, rate=rate))
         print_series(result["series"])
     if "ledger" in parts:
@@ -577,6 +579,15 @@ def main(*, trades: int, rate: float, batch_trades: int, parts: tuple[str, ...] 
             print()
     log(f"figures written to {ROOT / 'var' / 'bench' / 'latest.json'}")
     return 0
+
+
+def intake_group_figures(stack: Stack) -> dict[str, Any] | None:
+    """Whether the intake ran in its CPU group (bo_tools.cpu_group), and with how many
+    database sessions: figures from a machine where it could not be made differ."""
+    group = stack.intake_group
+    if group is None:
+        return None
+    return {"path": str(group.path), "database_sessions": len(stack.intake_sessions)}
 
 
 SERIES_RUNS = 5
