@@ -23,6 +23,7 @@ from bo_common.db import make_engine, make_sessionmaker
 from bo_common.envelope import Envelope, new_event
 from bo_common.outbox import PlumbingSchema
 from bo_common.settings import KafkaSettings
+from bo_common.testing import consumed
 from bo_common.unit_of_work import UnitOfWork
 from bo_tools.stack import migrated_database
 
@@ -96,24 +97,7 @@ def _loop(
 
 
 def _batch(events: list[Envelope]) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
-    records = []
-    for offset, event in enumerate(events):
-        value = event.to_bytes()
-        records.append(
-            ConsumerRecord(
-                topic=TOPIC,
-                partition=0,
-                offset=offset,
-                timestamp=0,
-                timestamp_type=0,
-                key=None,
-                value=value,
-                checksum=None,
-                serialized_key_size=0,
-                serialized_value_size=len(value),
-                headers=[],
-            )
-        )
+    records = [consumed(e.to_bytes(), offset=n, topic=TOPIC) for n, e in enumerate(events)]
     return {TopicPartition(TOPIC, 0): records}
 
 

@@ -14,6 +14,7 @@ from bo_common.consumer import ConsumeLoop, current_records
 from bo_common.envelope import Envelope, new_event
 from bo_common.outbox import PlumbingSchema
 from bo_common.settings import KafkaSettings
+from bo_common.testing import consumed
 from bo_common.tracing import cause_traces
 from bo_common.unit_of_work import UnitOfWork
 
@@ -59,19 +60,7 @@ def _record(
 ) -> ConsumerRecord[bytes, bytes]:
     """A consumed record of an event, or of raw bytes (a depository's XML)."""
     value = event if isinstance(event, bytes) else event.to_bytes()
-    return ConsumerRecord(
-        topic=topic,
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=None,
-        value=value,
-        checksum=None,
-        serialized_key_size=0,
-        serialized_value_size=len(value),
-        headers=headers or [],
-    )
+    return consumed(value, offset=offset, topic=topic, headers=headers)
 
 
 def _consume_loop(**wiring: Any) -> ConsumeLoop:

@@ -22,6 +22,7 @@ from audit.consumers import subscription
 from bo_common.consumer import current_record, current_records
 from bo_common.db import alembic_config, make_engine, make_sessionmaker
 from bo_common.envelope import Envelope, new_event
+from bo_common.testing import consumed
 from bo_common.unit_of_work import UnitOfWork
 from bo_tools.stack import BY_NAME, migrated_database
 
@@ -57,17 +58,11 @@ def records(seed: int, count: int) -> list[ConsumerRecord[bytes, bytes]]:
         partition = rng.randrange(6)
         offset = offsets[(topic, partition)] = offsets.get((topic, partition), -1) + 1
         out.append(
-            ConsumerRecord(
+            consumed(
+                value.encode(),
                 topic=topic,
                 partition=partition,
                 offset=offset,
-                timestamp=0,
-                timestamp_type=0,
-                key=None,
-                value=value.encode(),
-                checksum=None,
-                serialized_key_size=0,
-                serialized_value_size=len(value),
                 headers=[("traceparent", f"00-{n + 1:032x}-{'1' * 16}-01".encode())],
             )
         )
