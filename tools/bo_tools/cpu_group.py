@@ -194,7 +194,7 @@ def create(label: str, *, factor: int = WEIGHT_FACTOR) -> tuple[CpuGroup | None,
             return None, f"cannot read {parent / 'cgroup.subtree_control'} ({error.strerror})"
         if "cpu" not in offered:
             return None, f"{parent} does not offer the cpu controller to its children"
-    _remove_stale(parent)
+    _remove_stale(hierarchy)
     path = parent / f"{PREFIX}{group_name(label)}"
     try:
         path.mkdir()
@@ -212,16 +212,20 @@ def create(label: str, *, factor: int = WEIGHT_FACTOR) -> tuple[CpuGroup | None,
     return CpuGroup(path, hierarchy), ""
 
 
-def _remove_stale(parent: Path) -> None:
-    """Groups of stacks whose process is gone (killed before it could remove its own).
-    A group whose processes this process cannot see (another pid namespace) is left."""
+def _remove_stale(hierarchy: Hierarchy) -> None:
+    """Groups beside this process's own of stacks whose process is gone (killed before it
+    could remove its own). A group whose processes this process cannot see (another pid
+    namespace) is left."""
+    parent = hierarchy.parent
+    if parent is None:
+        return
     with contextlib.suppress(OSError):
         for path in parent.glob(f"{PREFIX}*"):
             owner = path.name.removeprefix(PREFIX).split("-", 1)[0]
             pid, _, started = owner.partition(".")
             if not pid.isdigit() or _started_at(int(pid)) == started:
                 continue
-            stale = CpuGroup(path, Hierarchy(parent, "/", 0, "/"))
+            stale = CpuGroup(path, hierarchy)
             if all(Path(f"/proc/{p}").exists() for p in stale.members()):
                 with contextlib.suppress(OSError):
                     stale.remove(timeout_s=1)
